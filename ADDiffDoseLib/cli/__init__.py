@@ -1,0 +1,1 @@
+"""The `addiffdose` command line: `main.py` dispatches to one module per subcommand."""
