@@ -22,6 +22,12 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, overwrite: bool = False):
     """Yield a temporary path in the target's folder; on success rename it onto `path`.
@@ -33,6 +39,7 @@ def atomic_path(path: str | Path, overwrite: bool = False):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
         if path.exists() and not overwrite:  # appeared while we were writing
             raise OutputError("appeared while writing; pass --overwrite", path=path, code=ErrorCode.OUTPUT_EXISTS)
         os.replace(tmp, path)

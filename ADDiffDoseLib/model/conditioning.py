@@ -280,15 +280,17 @@ def build_inputs(case: Case, beams: tuple[Beam, ...] | None = None, source: str 
     grid = model_grid_for(case)
     ch = torch.zeros((N_CHANNELS, *MODEL_SHAPE), dtype=torch.float32)
     ct = case.ct_hu if case.ct_hu is not None else np.full(case.grid.shape, -1000.0, np.float32)
+    body = case.body_mask
+    if body is None:
+        body = ct > -400
+    # CT only inside the body: the couch and what lies outside the scan differ between sources
+    ct = np.where(body, ct, np.float32(-1000.0))
     ch[0] = torch.from_numpy(np.clip(_on_model_grid(ct, case, grid, 1, -1000.0), -1024, 1500) / 1000.0)
     ch[1] = torch.from_numpy(_on_model_grid(case.target_prescription_map(), case, grid, 0) / DOSE_SCALE_GY)
     oars = find_oar_masks(case)
     for k, organ in enumerate(OAR_ORDER):
         if organ in oars:
             ch[2 + k] = torch.from_numpy(_on_model_grid(oars[organ], case, grid, 0).astype(np.float32))
-    body = case.body_mask
-    if body is None:
-        body = ct > -400
     ch[9] = torch.from_numpy(_on_model_grid(body, case, grid, 0).astype(np.float32))
     iso = case.isocenter_lps()
     targets = ch[1] > 0

@@ -1,0 +1,99 @@
+"""`addiffdose evaluate`: every metric of a predicted dose against a reference, for one case or two folders.
+
+--pred / --ref: files (case or prediction npz with key `dose` on the reference grid) or folders whose files
+are matched by case name. Prints a table; --json writes every metric per case plus means; --report writes one
+self-contained HTML file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .. import NOT_FOR_CLINICAL_USE
+from ..errors import ErrorCode, InputError
+from ..io.atomic import check_writable, write_text_atomic
+from ..metrics.evaluate import HEADLINE_KEYS, evaluate_case_full, mean_metrics, to_jsonable
+from ..metrics.loading import is_prediction_file, read_any_case, read_prediction_dose
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="compare predicted and reference doses", description=__doc__)
+    p.add_argument("--pred", required=True, help="prediction file or folder")
+    p.add_argument("--ref", required=True, help="reference case file or folder")
+    p.add_argument("--json", help="write all metrics as JSON")
+    p.add_argument("--report", help="write a self-contained HTML report")
+    p.add_argument("--constraints", help="constraint table (YAML/JSON); default: the built-in H&N table")
+    p.add_argument("--no-gamma", action="store_true", help="skip the gamma pass rates (faster)")
+    p.add_argument("--data-root", help="folder that pyRadPlan plan files' anatomy paths are relative to")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=run)
+
+
+def _pairs(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
+    """(case name, prediction, reference) triples: one pair of files, or two folders matched by name."""
+    for p in (pred, ref):
+        if not p.exists():
+            raise InputError("no such file or folder", path=p, code=ErrorCode.FILE_NOT_FOUND)
+    folders = pred.is_dir() and ref.is_dir() and not _is_case_folder(ref)
+    if not folders:
+        if pred.is_dir() and not _is_case_folder(pred):
+            raise InputError("--pred is a folder but --ref a single case; give two files or two folders",
+                             path=pred, code=ErrorCode.AMBIGUOUS_INPUT)
+        return [(ref.stem, pred, ref)]
+    refs = {p.stem: p for p in sorted(ref.iterdir()) if p.suffix.lower() == ".npz" or p.is_dir()}
+    preds = {p.stem: p for p in sorted(pred.iterdir()) if p.suffix.lower() == ".npz" or p.is_dir()}
+    names = [n for n in refs if n in preds]
+    if not names:
+        raise InputError("no prediction file matches a reference case by name", path=pred, code=ErrorCode.MISSING_FIELD)
+    return [(n, preds[n], refs[n]) for n in names]
+
+
+def _is_case_folder(folder: Path) -> bool:
+    """A folder that is one case (DICOM, NRRD, OpenKBP CSV) rather than a folder of cases."""
+    from ..io.detect import is_case_folder
+
+    return folder.is_dir() and bool(is_case_folder(folder))
+
+
+def _cell(v) -> str:
+    return "       -" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:8.3f}"
+
+
+def run(args) -> int:
+    for out in (args.json, args.report):
+        if out:
+            check_writable(out, args.overwrite)  # fail before the slow part
+    constraints = None
+    if args.constraints:
+        from ..metrics.constraints import load_constraints
+
+        constraints = load_constraints(args.constraints)
+    results, keep = {}, []
+    print(f"{'case':<16}" + "".join(f"{k[:13]:>14}" for k in HEADLINE_KEYS))
+    for name, pred_path, ref_path in _pairs(Path(args.pred), Path(args.ref)):
+        ref_case = read_any_case(ref_path, data_root=args.data_root)
+        if is_prediction_file(pred_path):
+            pred = read_prediction_dose(pred_path, ref_case.grid)
+        else:
+            pred = read_any_case(pred_path, data_root=args.data_root)
+        ev = evaluate_case_full(pred, ref_case, gamma=not args.no_gamma, constraints=constraints)
+        results[name] = ev.metrics
+        if args.report:
+            keep.append((ev, ref_case))
+        print(f"{name[:16]:<16}" + "".join(f"{_cell(ev.metrics.get(k)):>14}" for k in HEADLINE_KEYS), flush=True)
+    means = mean_metrics(list(results.values()))
+    if len(results) > 1:
+        print(f"{'mean':<16}" + "".join(f"{_cell(means.get(k)):>14}" for k in HEADLINE_KEYS))
+    print(NOT_FOR_CLINICAL_USE)
+    if args.json:
+        doc = {"note": NOT_FOR_CLINICAL_USE, "pred": str(args.pred), "ref": str(args.ref), "cases": results,
+               "mean": means}
+        write_text_atomic(args.json, json.dumps(to_jsonable(doc), indent=1, allow_nan=False), args.overwrite)
+    if args.report:
+        from ..metrics.report import write_report
+
+        prov = {"prediction": str(args.pred), "reference": str(args.ref)}
+        write_report(args.report, keep, prov, means if len(results) > 1 else None, overwrite=args.overwrite)
+    return 0

@@ -1,0 +1,78 @@
+"""RT Dose -> dose grid + dose in Gy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from ...errors import ErrorCode, GeometryError, InputError
+from ...geometry import Grid
+from .orientation import POSITION_TOL_MM, even_spacing, orientation_axes
+from .pixels import floats, pixel_array
+
+
+@dataclass
+class DoseData:
+    """grid: the RTDOSE's own grid; dose: float32 in DoseUnits (Gy or relative), before summation-type scaling."""
+
+    grid: Grid
+    dose: np.ndarray
+    units: str
+    summation_type: str
+    referenced_plan_uid: str | None
+
+
+def dose_grid(ds: pydicom.Dataset, frames: int, path: Path) -> Grid:
+    """Grid of a (multi-frame) RTDOSE: both GridFrameOffsetVector forms (relative from 0, absolute)."""
+    row, col, normal = orientation_axes(floats(ds, "ImageOrientationPatient", 6, path), path)
+    ipp = floats(ds, "ImagePositionPatient", 3, path)
+    spacing_rc = floats(ds, "PixelSpacing", 2, path)
+    if np.any(spacing_rc <= 0):
+        raise GeometryError(f"PixelSpacing must be positive, got {spacing_rc.tolist()}", path=path)
+    if frames > 1:
+        offsets = floats(ds, "GridFrameOffsetVector", frames, path)
+        base = float(ipp @ normal)
+        # relative form starts at 0; absolute form starts at the first frame's position along the normal
+        if abs(offsets[0]) > POSITION_TOL_MM and abs(offsets[0] - base) <= POSITION_TOL_MM:
+            offsets = offsets - base
+        elif abs(offsets[0]) > POSITION_TOL_MM:
+            raise GeometryError(f"GridFrameOffsetVector starts at {offsets[0]} (neither 0 nor the first frame's "
+                                f"position {base:.3f})", path=path)
+        if offsets[-1] < offsets[0]:
+            raise GeometryError("GridFrameOffsetVector decreases; not supported", path=path)
+        dz = even_spacing(offsets, "RT Dose frames", path)
+    else:
+        dz = _float(ds.get("SliceThickness")) or 1.0
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    return Grid.from_ijk((cols, rows, frames), (spacing_rc[1], spacing_rc[0], dz), ipp, np.column_stack([row, col, normal]))
+
+
+def _float(v):
+    try:
+        v = float(v)
+        return v if np.isfinite(v) and v > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def read_rtdose(ds: pydicom.Dataset, path: Path) -> DoseData:
+    """Stored values x DoseGridScaling on the RTDOSE's own grid."""
+    stored = pixel_array(ds, path)
+    grid = dose_grid(ds, stored.shape[0], path)
+    scaling = _float(ds.get("DoseGridScaling", 1.0))
+    if scaling is None:
+        raise InputError(f"DoseGridScaling {ds.get('DoseGridScaling')!r} is not a positive number", path=path,
+                         code=ErrorCode.INVALID_VALUE)
+    dose = stored.astype(np.float32) * np.float32(scaling)
+    if not np.all(np.isfinite(dose)):
+        raise InputError("dose is not finite", path=path, code=ErrorCode.INVALID_VALUE)
+    ref = None
+    for item in ds.get("ReferencedRTPlanSequence", []) or []:
+        ref = str(item.get("ReferencedSOPInstanceUID", "")) or None
+    units = str(ds.get("DoseUnits", "GY") or "GY").upper()
+    if units not in ("GY", "RELATIVE"):
+        raise InputError(f"DoseUnits {units!r} unknown (GY or RELATIVE)", path=path, code=ErrorCode.INVALID_VALUE)
+    return DoseData(grid, dose, units, str(ds.get("DoseSummationType", "PLAN") or "PLAN").upper(), ref)

@@ -1,0 +1,66 @@
+"""`addiffdose convert` (and `inspect` on DICOM inputs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ADDiffDoseLib.cli import convert, inspect
+from ADDiffDoseLib.errors import ADDiffDoseError
+from ADDiffDoseLib.io.detect import read_case
+
+
+def main(argv):
+    """cli.main's dispatch for the two subcommands tested here (main imports every subcommand)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="addiffdose")
+    sub = parser.add_subparsers(dest="command", required=True)
+    convert.register(sub)
+    inspect.register(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ADDiffDoseError as exc:
+        print(f"error {exc}", file=sys.stderr)
+        return 2
+
+
+def test_convert_openkbp_to_dicom_and_back(openkbp_npz, tmp_path, capsys):
+    out = tmp_path / "dcm"
+    assert main(["convert", str(openkbp_npz), str(out), "--to", "dicom"]) == 0
+    assert (out / "RS.dcm").exists() and (out / "RD.dcm").exists() and len(list((out / "CT").glob("*.dcm"))) == 128
+    assert main(["convert", str(openkbp_npz), str(out), "--to", "dicom"]) == 2  # exists, no --overwrite
+    assert "E301" in capsys.readouterr().err
+    assert main(["inspect", str(out), "--json"]) == 0  # inspect reads the written study
+    info = json.loads(capsys.readouterr().out)
+    assert info["grid"]["shape"] == [128, 128, 128] and info["dose"]["max_gy"] == pytest.approx(72.3, abs=0.01)
+
+
+def test_convert_dicom_to_nrrd_and_npz(tg119_dir, tmp_path):
+    assert main(["convert", str(tg119_dir), str(tmp_path / "n"), "--to", "nrrd"]) == 0
+    assert (tmp_path / "n" / "ct.nrrd").exists() and (tmp_path / "n" / "segmentation.seg.nrrd").exists()
+    assert main(["convert", str(tg119_dir), str(tmp_path / "z"), "--to", "npz"]) == 0
+    back = read_case(next((tmp_path / "z").glob("*.npz")))
+    assert back.grid.shape == (129, 167, 167)
+    assert int(back.structures["OuterTarget"].mask.sum()) == 7458
+
+
+def test_convert_ambiguous_folder_needs_series(breast_dir, tg119_dir, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(breast_dir, tmp_path / "in" / "b")
+    shutil.copytree(tg119_dir / "ct", tmp_path / "in" / "t")
+    assert main(["convert", str(tmp_path / "in"), str(tmp_path / "o"), "--to", "npz"]) == 2
+    assert "E106" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["breast", "tg119"])
+def test_inspect_reads_dicom(which, breast_dir, tg119_dir, capsys):
+    path = {"breast": breast_dir, "tg119": tg119_dir}[which]
+    assert main(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["grid"]["shape"] == {"breast": [98, 129, 194], "tg119": [129, 167, 167]}[which]

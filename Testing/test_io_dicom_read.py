@@ -1,0 +1,236 @@
+"""DICOM-RT reading on the real sets in ../shared/data/dicom-rt (facts from its README)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from ADDiffDoseLib.case import Role
+from ADDiffDoseLib.errors import ErrorCode, GeometryError, InputError
+from ADDiffDoseLib.io.dicom import list_dicom_series, read_dicom
+
+
+def _dice(a, b):
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def tg119_case(tg119_dir):
+    return read_dicom(tg119_dir)
+
+
+@pytest.fixture(scope="module")
+def breast_case(breast_dir):
+    return read_dicom(breast_dir)
+
+
+def test_tg119_masks_match_phantom(tg119_case, tg119_dir):
+    truth = np.load(tg119_dir / "masks.npz")
+    shape = tuple(truth["shape"])
+    assert tg119_case.grid.shape == shape == (129, 167, 167)
+    voxel_cc = tg119_case.grid.voxel_volume_cc
+    expected_cc = {"Core": 29.700, "OuterTarget": 167.805, "BODY": 13539.060}
+    contour_cc = {"Core": 21.600, "OuterTarget": 142.571, "BODY": 13137.109}  # README: sum of contour areas x 2.5 mm
+    by_original = {s.original_name: s for s in tg119_case.structures.values()}
+    for roi, cc in expected_cc.items():
+        mask = np.unpackbits(truth[roi])[: np.prod(shape)].reshape(shape).astype(bool)
+        s = by_original[roi]
+        assert _dice(s.mask, mask) >= 0.98
+        assert s.mask.sum() * voxel_cc == pytest.approx(cc, rel=0.01)
+        # the on-contour-is-inside rule gives voxel volumes above the polygon-area volumes
+        assert s.mask.sum() * voxel_cc > contour_cc[roi]
+    assert by_original["BODY"].role == Role.EXTERNAL
+    assert by_original["OuterTarget"].role == Role.TARGET
+    assert by_original["Core"].role == Role.OAR
+
+
+def test_tg119_ct_geometry_and_hu(tg119_case):
+    g = tg119_case.grid
+    assert np.allclose(g.spacing_mm, [2.5, 3.0, 3.0])
+    assert np.allclose(g.origin_lps, [-250, -250, -160])
+    assert np.allclose(g.index_to_lps([128, 166, 166]), [248, 248, 160])
+    assert tg119_case.ct_hu.min() == -1000 and tg119_case.ct_hu.max() == 1040  # uint16 with intercept -1024
+    assert tg119_case.patient_position == "HFS"
+    assert tg119_case.plan.beams == () and tg119_case.dose_gy is None
+
+
+def test_breast_plan_facts(breast_case):
+    beams = breast_case.plan.beams
+    assert [round(b.gantry_deg) for b in beams] == [327, 0, 56, 150]
+    assert [b.energy_mv for b in beams] == [10, 6, 6, 10]
+    assert all(b.technique == "IMRT" for b in beams)
+    assert all(min(b.couch_deg, 360 - b.couch_deg) < 1e-6 for b in beams)  # 8.5e-10 deg tolerated
+    assert breast_case.plan.fractions == 7
+    assert breast_case.metadata["prescription_gy"] == pytest.approx(14.0)
+    assert np.allclose(breast_case.plan.isocenter_lps, [72.530, -304.345, -9.309], atol=1e-3)
+    assert breast_case.patient_position == "HFS"
+    assert any("Areola" in w for w in breast_case.warnings)
+    # the plan prescription goes to the outermost target type present (CTV: Borders, Tumor Bed)
+    rx = {s.original_name: s.prescription_gy for s in breast_case.structures.values() if s.role == Role.TARGET}
+    assert rx["Tumor Bed"] == pytest.approx(14.0) and rx["Borders"] == pytest.approx(14.0)
+
+
+def test_breast_dose_facts(breast_case, breast_dir):
+    ds = pydicom.dcmread(breast_dir / "rtdose.dcm", stop_before_pixels=True)
+    assert ds.BitsAllocated == 32 and float(ds.DoseGridScaling) == pytest.approx(1.4e-5)
+    g = breast_case.grid
+    assert g.shape == (98, 129, 194) and np.allclose(g.spacing_mm, [3, 2.5, 2.5])  # case grid = dose grid
+    assert breast_case.ct_hu is None
+    dose = breast_case.dose_gy
+    assert dose.max() == pytest.approx(14.680764, abs=1e-5)
+    peak = np.unravel_index(np.argmax(dose), dose.shape)
+    assert tuple(int(v) for v in peak) == (32, 51, 137)
+    assert np.allclose(g.index_to_lps(peak), [113.85, -291.74, -26.44], atol=0.01)
+    assert dose[97].max() == pytest.approx(0.0072, abs=1e-4) and dose[0].max() == pytest.approx(0.139, abs=1e-3)
+
+
+def test_breast_structures_holes_and_planes(breast_case):
+    by_original = {s.original_name: s for s in breast_case.structures.values()}
+    assert "Areola" not in by_original
+    assert by_original["BODY"].role == Role.EXTERNAL
+    lung = by_original["Lt Lung"].mask
+    body = by_original["BODY"].mask
+    assert lung.any() and (lung & ~body).sum() < 0.01 * lung.sum()
+    # contours at z with 2 decimals land on the 4-decimal dose planes: all 98 body planes filled
+    assert body.any(axis=(1, 2)).sum() == 98
+    # XOR: a lung with 77 holes has fewer voxels than the union of its outer contours would give
+    assert not any("not on an image plane" in w for w in breast_case.warnings)
+
+
+def test_single_ct_file_reads(breast_dir):
+    case = read_dicom(breast_dir / "ct.0.dcm")
+    assert case.grid.shape == (1, 512, 512)
+    assert np.allclose(case.grid.origin_lps, [-275, -524, 168.5593])
+    assert case.ct_hu.min() == -1000 and case.ct_hu.max() == 1457
+    assert case.grid.spacing_mm[0] == pytest.approx(3.0)  # SliceThickness
+
+
+def test_list_series_and_ambiguity(tmp_path, breast_dir, tg119_dir):
+    shutil.copytree(breast_dir, tmp_path / "breast")
+    shutil.copytree(tg119_dir / "ct", tmp_path / "tg119")
+    series = list_dicom_series(tmp_path)
+    assert {s.modality for s in series} == {"CT", "RTSTRUCT", "RTPLAN", "RTDOSE"} and len(series) == 5
+    with pytest.raises(InputError) as err:
+        read_dicom(tmp_path)
+    assert err.value.code == ErrorCode.AMBIGUOUS_INPUT
+    tg = next(s for s in series if s.modality == "CT" and len(s.files) == 129)
+    assert read_dicom(tmp_path, series_uid=tg.series_uid).grid.shape == (129, 167, 167)
+
+
+def _copy_slices(tg119_dir, dest, n=6):
+    dest.mkdir()
+    files = sorted((tg119_dir / "ct").glob("*.dcm"))[40:40 + n]
+    return [Path(shutil.copy(f, dest / f.name)) for f in files]
+
+
+def _edit(path, **changes):
+    ds = pydicom.dcmread(path)
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    ds.save_as(path)
+
+
+def test_missing_slice_refused(tmp_path, tg119_dir):
+    files = _copy_slices(tg119_dir, tmp_path / "ct")
+    sorted(files)[3].unlink()
+    with pytest.raises(GeometryError, match="uneven slice spacing or missing slices"):
+        read_dicom(tmp_path / "ct")
+
+
+def test_gantry_tilt_refused(tmp_path, tg119_dir):
+    files = _copy_slices(tg119_dir, tmp_path / "ct")
+    for n, f in enumerate(sorted(files)):
+        ds = pydicom.dcmread(f)
+        ipp = [float(v) for v in ds.ImagePositionPatient]
+        _edit(f, ImagePositionPatient=[ipp[0], ipp[1] + 0.5 * n, ipp[2]])  # y shifts with z: tilted stack
+    with pytest.raises(GeometryError, match="gantry tilt"):
+        read_dicom(tmp_path / "ct")
+
+
+def test_non_orthogonal_orientation_refused(tmp_path, tg119_dir):
+    files = _copy_slices(tg119_dir, tmp_path / "ct")
+    for f in files:
+        _edit(f, ImageOrientationPatient=[1, 0, 0, 0.2, 0.98, 0])
+    with pytest.raises(GeometryError, match="orthonormal"):
+        read_dicom(tmp_path / "ct")
+
+
+def test_mixed_series_refused(tmp_path, tg119_dir):
+    files = _copy_slices(tg119_dir, tmp_path / "ct")
+    _edit(files[2], PixelSpacing=[2.0, 2.0])
+    with pytest.raises(GeometryError, match="mixed series"):
+        read_dicom(tmp_path / "ct")
+
+
+def test_contours_in_other_frame_refused(tmp_path, tg119_dir):
+    shutil.copytree(tg119_dir, tmp_path / "tg", ignore=shutil.ignore_patterns("*.npz"))
+    ds = pydicom.dcmread(tmp_path / "tg" / "rtss.dcm")
+    ds.StructureSetROISequence[0].ReferencedFrameOfReferenceUID = "1.2.3.4"
+    ds.save_as(tmp_path / "tg" / "rtss.dcm")
+    with pytest.raises(GeometryError) as err:
+        read_dicom(tmp_path / "tg")
+    assert err.value.code == ErrorCode.FRAME_OF_REFERENCE
+
+
+def test_absurd_rows_refused_before_allocation(tmp_path, tg119_dir):
+    files = _copy_slices(tg119_dir, tmp_path / "ct", n=2)
+    for f in files:
+        _edit(f, Rows=65535, Columns=65535)
+    with pytest.raises(InputError):
+        read_dicom(tmp_path / "ct")
+
+
+def _dose_variant(tmp_path, breast_dir, **changes):
+    folder = tmp_path / "b"
+    shutil.copytree(breast_dir, folder)
+    _edit(folder / "rtdose.dcm", **changes)
+    return folder
+
+
+def test_relative_dose_needs_prescription(tmp_path, breast_dir):
+    folder = _dose_variant(tmp_path, breast_dir, DoseUnits="RELATIVE")
+    # the plan's prescription (14 Gy) is there, so RELATIVE converts as percent of it
+    case = read_dicom(folder)
+    assert case.dose_gy.max() == pytest.approx(14.680764 * 14 / 100, rel=1e-5)
+    (folder / "rtplan.dcm").unlink()
+    with pytest.raises(InputError, match="RELATIVE"):
+        read_dicom(folder)
+    assert read_dicom(folder, prescription_gy=20).dose_gy.max() == pytest.approx(14.680764 * 0.2, rel=1e-5)
+
+
+def test_fraction_dose_times_fractions(tmp_path, breast_dir):
+    case = read_dicom(_dose_variant(tmp_path, breast_dir, DoseSummationType="FRACTION"))
+    assert case.dose_gy.max() == pytest.approx(7 * 14.680764, rel=1e-5)
+
+
+def test_absolute_frame_offsets(tmp_path, breast_dir):
+    offsets = [f"{-122.4407 + 3 * k:.4f}" for k in range(98)]
+    case = read_dicom(_dose_variant(tmp_path, breast_dir, GridFrameOffsetVector=offsets))
+    assert case.grid.shape == (98, 129, 194) and case.grid.origin_lps[2] == pytest.approx(-122.4407)
+    assert case.dose_gy.max() == pytest.approx(14.680764, abs=1e-5)
+
+
+def test_dose_resampled_onto_ct_grid(tmp_path, tg119_dir, breast_dir):
+    """A dose whose grid differs from the CT's is resampled trilinearly onto the CT grid."""
+    from ADDiffDoseLib.geometry import Grid
+    from ADDiffDoseLib.case import Case
+    from ADDiffDoseLib.io.dicom.writer_common import StudyContext
+    from ADDiffDoseLib.io.dicom import write_rtdose
+
+    ct_case = read_dicom(tg119_dir)
+    folder = tmp_path / "s"
+    shutil.copytree(tg119_dir, folder, ignore=shutil.ignore_patterns("*.npz"))
+    # a coarse dose grid (6 mm, 5 mm slices) whose dose is linear in x: trilinear reproduces it exactly
+    coarse = Grid((70, 90, 90), (5.0, 6.0, 6.0), (-262.0, -262.0, -172.0), np.eye(3)[:, ::-1])
+    x = coarse.voxel_centres_lps()[..., 0]
+    dose_case = Case("d", coarse, metadata={"StudyInstanceUID": ct_case.metadata["StudyInstanceUID"],
+                                            "FrameOfReferenceUID": ct_case.metadata["FrameOfReferenceUID"]})
+    write_rtdose(folder / "rd.dcm", dose_case, (x + 300.0) / 10.0, bits=32)
+    case = read_dicom(folder)
+    assert case.grid.same_as(ct_case.grid)
+    xs = case.grid.voxel_centres_lps()[..., 0]
+    assert np.allclose(case.dose_gy, (xs + 300.0) / 10.0, atol=1e-3)

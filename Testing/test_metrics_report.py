@@ -1,0 +1,62 @@
+"""HTML report: self-contained, N embedded PNGs, required words; slice orientation letters follow LPS."""
+
+from html.parser import HTMLParser
+
+import numpy as np
+
+from ADDiffDoseLib.geometry import Grid
+from ADDiffDoseLib.io.openkbp import openkbp_grid, read_openkbp_npz
+from ADDiffDoseLib.metrics.evaluate import evaluate_case_full
+from ADDiffDoseLib.metrics.report import oriented_slice, write_report
+
+
+class _Imgs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.external = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.srcs.append(a.get("src", ""))
+        if tag in ("link", "script") and (a.get("href") or a.get("src")):
+            self.external.append(tag)
+
+
+def _marker_volume(grid: Grid, lps_point):
+    vol = np.zeros(grid.shape, np.float32)
+    vol[tuple(np.round(grid.lps_to_index(lps_point)).astype(int))] = 1
+    return vol
+
+
+def test_orientation_letters_openkbp_grid():
+    grid = openkbp_grid((3.0, 3.0, 2.5))  # axes (+y, +x, -z)
+    centre = (np.asarray(grid.shape) - 1) / 2
+    # a point at the patient's left (+x), anterior (-y), superior (+z) of the centre
+    vol = _marker_volume(grid, grid.index_to_lps(centre) + np.array([30.0, -30.0, 30.0]))
+    centre_at_marker = np.argwhere(vol)[0]
+    img, _, letters = oriented_slice(vol, grid, centre_at_marker, "axial")
+    r, c = np.argwhere(img)[0]
+    assert letters == ("A", "P", "R", "L")
+    assert r < img.shape[0] / 2 and c > img.shape[1] / 2  # anterior = top, left = right side of the image
+    img, _, letters = oriented_slice(vol, grid, centre_at_marker, "coronal")
+    r, c = np.argwhere(img)[0]
+    assert letters[0] == "S" and r < img.shape[0] / 2 and c > img.shape[1] / 2
+    img, _, letters = oriented_slice(vol, grid, centre_at_marker, "sagittal")
+    r, c = np.argwhere(img)[0]
+    assert letters == ("S", "I", "A", "P") and r < img.shape[0] / 2 and c < img.shape[1] / 2
+
+
+def test_report_is_self_contained(openkbp_npz, tmp_path):
+    case = read_openkbp_npz(openkbp_npz)
+    pred = np.clip(case.dose_gy * 0.97 + 0.5, 0, None) * case.body_mask
+    ev = evaluate_case_full(pred, case, gamma=True)
+    out = write_report(tmp_path / "r.html", [(ev, case)], {"model": "test-model", "seed": 7, "steps": 8, "beams": 9})
+    text = out.read_text()
+    parser = _Imgs()
+    parser.feed(text)
+    assert len(parser.srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in parser.srcs)
+    assert not parser.external
+    for word in ("NOT FOR CLINICAL USE", "test-model", "gamma_3mm3pct", "dose_score", "SpinalCord", "Provenance",
+                 'class="fail"', "ADDiffDose 0.1.0"):
+        assert word in text, word

@@ -1,0 +1,149 @@
+"""Dose node, DVH, isodose and comparison nodes on a real MRML scene with a real OpenKBP case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+from slicer_helpers import new_scene, openkbp_case  # noqa: E402
+
+from ADDiffDoseLib import NOT_FOR_CLINICAL_USE  # noqa: E402
+from ADDiffDoseLib.errors import DoseError  # noqa: E402
+from ADDiffDoseLib.metrics.dvh import compute_dvh  # noqa: E402
+from ADDiffDoseLib.slicer import compare, dose_output, dvh, isodose, nodes  # noqa: E402
+
+PROVENANCE = {"model": "heuristic", "model_sha256": "ab" * 32, "seed": 3, "steps": 10,
+              "beams": [{"gantry_deg": 0.0}, {"gantry_deg": 180.0}]}
+
+
+@pytest.fixture(scope="module")
+def case(openkbp_npz):
+    return openkbp_case(openkbp_npz)
+
+
+@pytest.fixture()
+def loaded(case):
+    scene = new_scene()
+    ct_node, seg_node = nodes.add_case_to_scene(scene, case)
+    return scene, ct_node, seg_node
+
+
+def _dose_node(scene, ct_node, case, dose=None, name="pred"):
+    return dose_output.add_dose_node(scene, case.dose_gy if dose is None else dose, case.grid, name,
+                                     reference_node=ct_node, provenance=PROVENANCE, prescription_gy=70.0)
+
+
+def test_dose_node_is_marked_the_slicerrt_way(loaded, case):
+    scene, ct_node, _ = loaded
+    node = _dose_node(scene, ct_node, case)
+    assert node.GetAttribute("DicomRtImport.DoseVolume") == "1"
+    assert dose_output.is_dose_node(node)
+    np.testing.assert_array_equal(nodes.array_from_volume_node(node), case.dose_gy)
+    assert nodes.grid_from_volume_node(node).same_as(case.grid, atol_mm=1e-6)
+    sh = nodes.subject_hierarchy(scene)
+    import slicer
+
+    study_level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy()
+    item = sh.GetItemByDataNode(node)
+    assert sh.GetAttributeFromItemAncestor(item, "DicomRtImport.DoseUnitName", study_level) == "Gy"
+    assert sh.GetItemAncestorAtLevel(item, study_level) == nodes.study_item_of(scene, ct_node)
+    prov = dose_output.provenance_of(node)
+    assert prov["Model"] == "heuristic" and prov["ModelSHA256"] == "ab" * 32
+    assert prov["Seed"] == "3" and prov["Steps"] == "10" and "180.0" in prov["Beams"]
+    assert prov["NotForClinicalUse"] == NOT_FOR_CLINICAL_USE
+    display = node.GetDisplayNode()
+    assert display.GetWindowLevelMin() == 0.0 and display.GetWindowLevelMax() == pytest.approx(77.0)
+    assert display.GetColorNode().GetName() == dose_output.FALLBACK_DOSE_COLOR_TABLE
+
+
+def test_dose_colour_table_prefers_slicerrt_and_negative_dose_refused(loaded, case):
+    scene, ct_node, _ = loaded
+    rt_table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "Dose_ColorTable")
+    node = _dose_node(scene, ct_node, case)
+    assert node.GetDisplayNode().GetColorNodeID() == rt_table.GetID()
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(DoseError, match="negative"):
+        _dose_node(scene, ct_node, case, dose=case.dose_gy - 1.0)
+    assert scene.GetNumberOfNodes() == before
+    tiny = case.dose_gy.copy()
+    tiny[0, 0, 0] = -1e-4  # interpolation noise: clipped, not refused
+    assert nodes.array_from_volume_node(_dose_node(scene, ct_node, case, dose=tiny)).min() == 0.0
+
+
+def test_uncertainty_node_is_not_a_dose(loaded, case):
+    scene, ct_node, _ = loaded
+    std = dose_output.add_uncertainty_node(scene, np.full(case.grid.shape, 0.5, np.float32), case.grid, "std",
+                                           reference_node=ct_node, provenance=PROVENANCE)
+    assert not dose_output.is_dose_node(std)
+    assert std.GetAttribute("ADDiffDose.Uncertainty") == "std_gy"
+
+
+def test_dvh_nodes_equal_the_library(loaded, case):
+    scene, ct_node, seg_node = loaded
+    node = _dose_node(scene, ct_node, case)
+    out = dvh.compute_dvh_nodes(scene, node, seg_node, dashed=True)
+    assert out.engine == "library"
+    assert set(out.tables) == set(case.structures)
+    for key in ("PTV70", "Parotid_L", "SpinalCord"):
+        ref = compute_dvh(case.dose_gy, case.structures[key].mask, case.grid, mode="slicerrt", name=key)
+        dose_gy, volume_pct = dvh.table_arrays(out.tables[key])
+        np.testing.assert_allclose(dose_gy, ref.dose_bins_gy)
+        np.testing.assert_allclose(volume_pct, ref.volume_pct)
+        assert (dose_gy[0], volume_pct[0]) == (0.0, 100.0)  # SlicerRT's first row
+        assert out.tables[key].GetAttribute("DoseVolumeHistogram.DVH") == "1"
+        series = out.series[key]
+        assert series.GetTableNode() is out.tables[key]
+        import slicer
+
+        assert series.GetLineStyle() == slicer.vtkMRMLPlotSeriesNode.LineStyleDash
+    assert out.chart.GetNumberOfPlotSeriesNodes() == len(case.structures)
+    metrics = out.metrics_table
+    rows = {metrics.GetCellText(r, 0): r for r in range(metrics.GetNumberOfRows())}
+    ptv = compute_dvh(case.dose_gy, case.structures["PTV70"].mask, case.grid, mode="slicerrt")
+    assert float(metrics.GetCellText(rows["PTV70"], 2)) == pytest.approx(ptv.mean_gy, abs=1e-3)
+    assert float(metrics.GetCellText(rows["PTV70"], 5)) == pytest.approx(ptv.d_percent(95), abs=1e-3)
+
+
+def test_isodose_segments_threshold_the_dose(loaded, case):
+    scene, ct_node, _ = loaded
+    node = _dose_node(scene, ct_node, case)
+    seg = isodose.create_isodose(scene, node, prescription_gy=70.0)
+    levels = isodose.default_levels_gy(70.0)
+    assert levels == [21.0, 35.0, 56.0, 66.5, 70.0, 74.9]
+    infos = nodes.export_segments(seg, case.grid)
+    assert [i.name for i in infos] == [f"{v:g} Gy" for v in levels]
+    for level, info in zip(levels, infos):
+        np.testing.assert_array_equal(info.mask, case.dose_gy >= level)
+    sh = nodes.subject_hierarchy(scene)
+    assert sh.GetItemParent(sh.GetItemByDataNode(seg)) == sh.GetItemByDataNode(node)
+
+
+def test_compare_planned_and_predicted(loaded, case):
+    scene, ct_node, seg_node = loaded
+    planned = _dose_node(scene, ct_node, case, name="planned")
+    shifted = np.roll(case.dose_gy, 1, axis=1) * np.float32(0.97)  # 1 voxel shift, 3 % low
+    predicted = _dose_node(scene, ct_node, case, dose=shifted, name="predicted")
+    result = compare.compare_doses(scene, planned, predicted, seg_node)
+    rows = {(r["structure"], r["metric"]): r for r in result.rows}
+    ref = compute_dvh(case.dose_gy, case.structures["PTV70"].mask, case.grid, mode="slicerrt")
+    pred = compute_dvh(shifted, case.structures["PTV70"].mask, case.grid, mode="slicerrt")
+    r = rows[("PTV70", "D95%")]
+    assert r["planned_gy"] == pytest.approx(ref.d_percent(95))
+    assert r["predicted_gy"] == pytest.approx(pred.d_percent(95))
+    assert r["difference_gy"] == pytest.approx(pred.d_percent(95) - ref.d_percent(95))
+    assert rows[("PTV70", "Dmean")]["difference_gy"] < 0  # 3 % low
+    table = result.metrics_table
+    assert table.GetNumberOfRows() == len(result.rows) == 4 * len(case.structures)
+    # 1 voxel (<= 4 mm) shift and -3 %: 3 %/3 mm gamma mostly passes, but not everywhere
+    assert 50.0 < result.gamma_pass_rate_pct < 100.0
+    np.testing.assert_allclose(nodes.array_from_volume_node(result.difference_node), shifted - case.dose_gy, atol=1e-5)
+    assert not dose_output.is_dose_node(result.difference_node)
+    assert result.chart.GetNumberOfPlotSeriesNodes() == 2 * len(case.structures)
+    assert result.constraint_rows and result.constraints_table.GetNumberOfRows() == len(result.constraint_rows)
+    cord = [c for c in result.constraint_rows if c["structure"] == "SpinalCord"]
+    assert cord and cord[0]["constraint"].startswith("D0.1cc")
+    cord_dvh = compute_dvh(case.dose_gy, case.structures["SpinalCord"].mask, case.grid, mode="slicerrt")
+    assert cord[0]["planned"] == pytest.approx(cord_dvh.d_cc(0.1))
+    assert cord[0]["planned_passed"] == (cord_dvh.d_cc(0.1) < cord[0]["limit"])
