@@ -1,6 +1,7 @@
-"""`addiffdose dvh` and `addiffdose evaluate` on real OpenKBP and pyRadPlan files."""
+"""`addiffdose dvh` and `addiffdose evaluate` through the real entry point (cli.main.main) on every data set in
+../shared/data: OpenKBP, pyRadPlan plans, the DICOM breast plan (RTDOSE + RTSTRUCT), TG-119 (no dose: one clear
+error line) and an NRRD case written with our writers."""
 
-import argparse
 import csv
 import json
 import shutil
@@ -8,24 +9,25 @@ import shutil
 import numpy as np
 import pytest
 
-from ADDiffDoseLib.cli import dvh, evaluate
-from ADDiffDoseLib.errors import ADDiffDoseError, ErrorCode
+from ADDiffDoseLib.cli.main import main
+from ADDiffDoseLib.io.nrrd import write_dose_nrrd, write_segmentation_nrrd, write_volume_nrrd
 from ADDiffDoseLib.io.openkbp import read_openkbp_npz
 
 
-def _run(argv):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    dvh.register(sub)
-    evaluate.register(sub)
-    args = parser.parse_args([str(a) for a in argv])
-    return args.func(args)
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_error_line(err: str, code: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error {code}") and "Traceback" not in err, err
 
 
 def test_dvh_openkbp_json_csv(openkbp_npz, tmp_path, capsys):
-    assert _run(["dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json", "--csv", tmp_path / "d.csv"]) == 0
-    out = capsys.readouterr().out
-    assert "PTV70" in out and "NOT FOR CLINICAL USE" in out
+    code, out, _ = _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json", "--csv", tmp_path / "d.csv")
+    assert code == 0 and "PTV70" in out and "NOT FOR CLINICAL USE" in out
     doc = json.loads((tmp_path / "d.json").read_text())
     case = read_openkbp_npz(openkbp_npz)
     rows = {r["structure"]: r for r in doc["rows"]}
@@ -33,38 +35,131 @@ def test_dvh_openkbp_json_csv(openkbp_npz, tmp_path, capsys):
     assert doc["curves"]["PTV70"]["volume_pct"][0] == 100
     lines = (tmp_path / "d.csv").read_text().splitlines()
     assert lines[0].startswith("#") and len(list(csv.DictReader(lines[1:]))) == len(rows)
-    with pytest.raises(ADDiffDoseError) as err:  # no overwrite
-        _run(["dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json"])
-    assert err.value.code == ErrorCode.OUTPUT_EXISTS
-    assert _run(["dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json", "--slicerrt", "--overwrite"]) == 0
+    code, _, err = _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json")  # no --overwrite
+    assert code == 2
+    _one_error_line(err, "E301")
+    assert _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json", "--slicerrt", "--overwrite")[0] == 0
     assert json.loads((tmp_path / "d.json").read_text())["mode"] == "slicerrt"
 
 
-def test_dvh_prediction_file_with_structures(openkbp_npz, tmp_path):
+def test_dvh_prediction_file_with_structures(openkbp_npz, tmp_path, capsys):
     case = read_openkbp_npz(openkbp_npz)
     np.savez(tmp_path / "pred.npz", dose=np.full(case.grid.shape, 3.0, np.float32))
-    assert _run(["dvh", "--dose", tmp_path / "pred.npz", "--structures", openkbp_npz, "--json", tmp_path / "o.json"]) == 0
+    assert _run(capsys, "dvh", "--dose", tmp_path / "pred.npz", "--structures", openkbp_npz,
+                "--json", tmp_path / "o.json")[0] == 0
     rows = json.loads((tmp_path / "o.json").read_text())["rows"]
     assert all(r["mean_gy"] == pytest.approx(3.0) for r in rows)
     np.savez(tmp_path / "bad.npz", dose=np.zeros((10, 10, 10), np.float32))
-    with pytest.raises(ADDiffDoseError) as err:
-        _run(["dvh", "--dose", tmp_path / "bad.npz", "--structures", openkbp_npz])
-    assert err.value.code == ErrorCode.GRID_MISMATCH
+    code, _, err = _run(capsys, "dvh", "--dose", tmp_path / "bad.npz", "--structures", openkbp_npz)
+    assert code == 2
+    _one_error_line(err, "E202")
+    code, _, err = _run(capsys, "dvh", "--dose", tmp_path / "missing.npz")
+    assert code == 2
+    _one_error_line(err, "E101")
+
+
+def test_dvh_pyradplan_plan(pyradplan_dir, data_dir, tmp_path, capsys):
+    plan = pyradplan_dir / "validation" / "pt_204_0.npz"
+    code, out, _ = _run(capsys, "dvh", "--dose", plan, "--data-root", data_dir, "--json", tmp_path / "p.json")
+    assert code == 0 and "PTV70" in out
+    rows = {r["structure"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
+    # the plans are scaled so that the highest target's D95 is its prescription (data README)
+    assert rows["PTV70"]["d95pct_gy"] == pytest.approx(70.0, abs=0.3)
+
+
+def test_dvh_dicom_breast_rtdose_with_lone_rtstruct(breast_dir, tmp_path, capsys):
+    """A lone RTSTRUCT is rasterized on the RTDOSE grid; the numbers equal those of the whole study folder."""
+    code, out, err = _run(capsys, "dvh", "--dose", breast_dir / "rtdose.dcm", "--structures", breast_dir / "rtss.dcm",
+                          "--json", tmp_path / "files.json")
+    assert code == 0 and "Lung_L" in out, err
+    code, _, _ = _run(capsys, "dvh", "--dose", breast_dir, "--json", tmp_path / "folder.json")
+    assert code == 0
+    files = {r["structure"]: r for r in json.loads((tmp_path / "files.json").read_text())["rows"]}
+    folder = {r["structure"]: r for r in json.loads((tmp_path / "folder.json").read_text())["rows"]}
+    assert set(files) == set(folder) and "Areola" not in files  # no contours: a warning, not a row
+    for name in files:
+        for key in ("volume_cc", "mean_gy", "max_gy", "d95pct_gy"):
+            assert files[name][key] == pytest.approx(folder[name][key], rel=1e-6, abs=1e-6), (name, key)
+    assert max(r["max_gy"] for r in files.values()) == pytest.approx(14.68, abs=0.01)  # recorded RTDOSE max
+    assert 300 < files["Lung_L"]["volume_cc"] < 5000
+
+
+def test_dvh_and_evaluate_tg119_without_dose_fail_cleanly(tg119_dir, capsys):
+    for argv in (("dvh", "--dose", tg119_dir), ("dvh", "--dose", tg119_dir / "ct", "--structures", tg119_dir / "rtss.dcm"),
+                 ("evaluate", "--pred", tg119_dir, "--ref", tg119_dir, "--no-gamma")):
+        code, _, err = _run(capsys, *argv)
+        assert code == 2
+        _one_error_line(err, "E104")
+        assert "no dose" in err
+
+
+def test_dvh_rtstruct_of_another_frame_is_refused(breast_dir, tg119_dir, capsys):
+    code, _, err = _run(capsys, "dvh", "--dose", breast_dir / "rtdose.dcm", "--structures", tg119_dir / "rtss.dcm")
+    assert code == 2
+    _one_error_line(err, "E206")
+
+
+@pytest.fixture(scope="module")
+def nrrd_case(openkbp_npz, tmp_path_factory):
+    """The OpenKBP case as ct.nrrd + segmentation.seg.nrrd + dose.nrrd, written with our writers."""
+    case = read_openkbp_npz(openkbp_npz)
+    folder = tmp_path_factory.mktemp("nrrd") / "pt_201"
+    folder.mkdir()
+    write_volume_nrrd(folder / "ct.nrrd", case.ct_hu, case.grid)
+    write_segmentation_nrrd(folder / "segmentation.seg.nrrd", case)
+    write_dose_nrrd(folder / "dose.nrrd", case.dose_gy, case.grid, {"model": "reference-copy", "seed": 3})
+    return case, folder
+
+
+def test_dvh_nrrd_folder_and_files(nrrd_case, openkbp_npz, tmp_path, capsys):
+    case, folder = nrrd_case
+    assert _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "kbp.json")[0] == 0
+    assert _run(capsys, "dvh", "--dose", folder, "--json", tmp_path / "folder.json")[0] == 0
+    assert _run(capsys, "dvh", "--dose", folder / "dose.nrrd", "--structures", folder / "segmentation.seg.nrrd",
+                "--json", tmp_path / "files.json")[0] == 0
+    kbp = {r["structure"]: r for r in json.loads((tmp_path / "kbp.json").read_text())["rows"]}
+    for out in ("folder.json", "files.json"):
+        rows = {r["structure"]: r for r in json.loads((tmp_path / out).read_text())["rows"]}
+        for name in ("PTV70", "SpinalCord", "Brainstem"):
+            for key in ("volume_cc", "mean_gy", "max_gy"):
+                assert rows[name][key] == pytest.approx(kbp[name][key], rel=1e-4), (out, name, key)
+    code, _, err = _run(capsys, "dvh", "--dose", folder / "dose.nrrd")  # a dose volume alone has no structures
+    assert code == 2
+    _one_error_line(err, "E104")
+
+
+def test_evaluate_nrrd_dose_against_its_case(nrrd_case, tmp_path, capsys):
+    case, folder = nrrd_case
+    code, _, _ = _run(capsys, "evaluate", "--pred", folder / "dose.nrrd", "--ref", folder, "--no-gamma",
+                      "--json", tmp_path / "e.json")
+    assert code == 0
+    m = json.loads((tmp_path / "e.json").read_text())["cases"]["pt_201"]
+    assert m["mae_body"] == pytest.approx(0.0, abs=1e-4) and m["dice"] == pytest.approx(1.0)
+    assert m["provenance"]["model"] == "reference-copy" and m["provenance"]["seed"] == "3"
+
+
+def test_evaluate_dicom_rtdose_against_breast_study(breast_dir, tmp_path, capsys):
+    code, out, _ = _run(capsys, "evaluate", "--pred", breast_dir / "rtdose.dcm", "--ref", breast_dir, "--no-gamma",
+                        "--json", tmp_path / "e.json")
+    assert code == 0 and "breast" in out
+    m = json.loads((tmp_path / "e.json").read_text())["cases"]["breast"]
+    assert m["mae_body"] == pytest.approx(0.0, abs=1e-6) and m["prescription_gy"] == pytest.approx(14.0)
 
 
 def test_evaluate_pyradplan_vs_clinical(pyradplan_dir, data_dir, tmp_path, capsys):
     plan = sorted((pyradplan_dir / "validation").glob("*.npz"))[0]
     ref = data_dir / "openkbp" / "validation" / (plan.stem.rsplit("_", 1)[0] + ".npz")
-    assert _run(["evaluate", "--pred", plan, "--ref", ref, "--json", tmp_path / "e.json", "--report",
-                 tmp_path / "r.html", "--no-gamma", "--data-root", data_dir]) == 0
-    doc = json.loads((tmp_path / "e.json").read_text())
-    m = doc["cases"][ref.stem]
+    code, out, _ = _run(capsys, "evaluate", "--pred", plan, "--ref", ref, "--json", tmp_path / "e.json", "--report",
+                        tmp_path / "r.html", "--no-gamma", "--data-root", data_dir)
+    assert code == 0 and "dose_score" in out
+    m = json.loads((tmp_path / "e.json").read_text())["cases"][ref.stem]
     assert 1 < m["dose_score"] < 30 and 0 < m["dice"] < 1 and "gamma_3mm3pct" not in m
-    assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") == 2
-    assert "dose_score" in capsys.readouterr().out
+    assert m["provenance"]["beams"].startswith(f"{len(np.load(plan)['gantry_deg'])} x IMRT 6 MV")
+    html = (tmp_path / "r.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "plan source: pyradplan" in html
 
 
-def test_evaluate_folders_of_predictions(openkbp_validation, tmp_path):
+def test_evaluate_folders_of_predictions(openkbp_validation, tmp_path, capsys):
     refs, preds = tmp_path / "ref", tmp_path / "pred"
     refs.mkdir()
     preds.mkdir()
@@ -72,9 +167,23 @@ def test_evaluate_folders_of_predictions(openkbp_validation, tmp_path):
         shutil.copy(openkbp_validation / f"{name}.npz", refs / f"{name}.npz")
         case = read_openkbp_npz(refs / f"{name}.npz")
         np.savez_compressed(preds / f"{name}.npz", dose=(case.dose_gy + 1.0) * case.body_mask)
-    assert _run(["evaluate", "--pred", preds, "--ref", refs, "--json", tmp_path / "e.json"]) == 0
+    (preds / "notes.txt").write_text("not a case")
+    assert _run(capsys, "evaluate", "--pred", preds, "--ref", refs, "--json", tmp_path / "e.json")[0] == 0
     doc = json.loads((tmp_path / "e.json").read_text())
     assert set(doc["cases"]) == {"pt_201", "pt_204"}
     assert doc["mean"]["dose_score"] == pytest.approx(1.0, abs=1e-6)
     assert doc["mean"]["gamma_3mm3pct"] == pytest.approx(100.0)
     assert "NOT FOR CLINICAL USE" in doc["note"]
+
+
+def test_evaluate_folders_of_nrrd_doses(nrrd_case, tmp_path, capsys):
+    """A folder of dose volumes (<case>.nrrd) against a folder of case folders, matched by name."""
+    case, folder = nrrd_case
+    refs, preds = tmp_path / "ref", tmp_path / "pred"
+    shutil.copytree(folder, refs / "pt_201")
+    preds.mkdir()
+    write_dose_nrrd(preds / "pt_201.nrrd", case.dose_gy * 1.02, case.grid)
+    assert _run(capsys, "evaluate", "--pred", preds, "--ref", refs, "--no-gamma", "--json", tmp_path / "e.json")[0] == 0
+    m = json.loads((tmp_path / "e.json").read_text())["cases"]["pt_201"]
+    body = case.body_mask
+    assert m["mae_body"] == pytest.approx(float(np.mean(0.02 * case.dose_gy[body])), rel=1e-3)

@@ -60,3 +60,38 @@ def test_report_is_self_contained(openkbp_npz, tmp_path):
     for word in ("NOT FOR CLINICAL USE", "test-model", "gamma_3mm3pct", "dose_score", "SpinalCord", "Provenance",
                  'class="fail"', "ADDiffDose 0.1.0"):
         assert word in text, word
+
+
+def test_metric_table_colours_and_order():
+    from ADDiffDoseLib.metrics.report import _metric_table, render_report
+
+    metrics = {"dose_score": 2.0, "gamma_3mm3pct": 96.0, "gamma_2mm2pct": 80.0, "dice_100": 0.5, "dice_20": 0.9,
+               "dice_10": 0.95, "constraints": {"pred": [{"passed": True}, {"passed": False}]}}
+    table = _metric_table(metrics)
+    assert '<td class="pass">96.000 (pass)</td>' in table and '<td class="fail">80.000 (FAIL)</td>' in table
+    assert table.index("dice_10<") < table.index("dice_20<") < table.index("dice_100<")
+    assert '<td class="fail">1 / 2</td>' in table
+    assert render_report([]).count("NOT FOR CLINICAL USE") == 2  # top and bottom, once each
+
+
+def test_maps_show_ct_and_hide_unevaluated_gamma(openkbp_npz):
+    """The gamma map leaves voxels below the cut-off (NaN) transparent over the CT instead of painting them 0."""
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from ADDiffDoseLib.metrics.report import _panel
+
+    case = read_openkbp_npz(openkbp_npz)
+    centre = np.argwhere(case.structures["PTV70"].mask).mean(axis=0)
+    value = np.where(case.dose_gy > 20, 1.0, np.nan).astype(np.float32)
+    fig = Figure()
+    axis = fig.subplots()
+    layers = {"value": value, "ct": case.ct_hu, "body": case.body_mask, "target": case.structures["PTV70"].mask}
+    _panel(axis, "axial", layers, case.grid, centre, "coolwarm", Normalize(0, 2))
+    ct_img, layer_img = axis.get_images()
+    assert ct_img.get_cmap().name == "gray"
+    shown = layer_img.get_array()
+    assert np.ma.is_masked(shown) and 0 < shown.mask.mean() < 1  # NaN voxels masked, others shown
+    assert ct_img.get_array().shape == shown.shape  # CT and layer cropped alike
+    assert shown.shape[0] < case.grid.shape[0]  # cropped to the body
+    assert len(axis.collections) >= 1  # target outline drawn

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--no-gamma", action="store_true", help="skip the gamma pass rates (faster)")
     p.add_argument("--no-beam-check", action="store_true", help="skip the beam-sensitivity check")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="earlier benchmark JSON files (same cases) whose models join this table and its paired differences")
     p.add_argument("--json", help="write every number to this JSON file")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
@@ -52,20 +54,30 @@ def run(args) -> int:
         raise InputError("no cases found", path=folder, code=ErrorCode.FILE_NOT_FOUND)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     per_model: dict[str, list[dict]] = {}
-    for model in models:
+    earlier_beams: dict = {}
+    for path in args.merge:  # models measured before, on the same cases
+        earlier = json.loads(Path(path).read_text())
+        if earlier["cases"] != [n for n, _ in cases]:
+            raise InputError("merged benchmark was run on other cases", path=path, code=ErrorCode.INVALID_VALUE)
+        per_model.update(earlier["per_case"])
+        earlier_beams.update(earlier.get("beam_sensitivity", {}))
+    models = models + [m for m in per_model if m not in models]  # the first listed is the paired baseline
+    for model in [m for m in models if m not in per_model]:
         rows = []
         for name, path in tqdm(cases, desc=f"benchmark {model}", unit="case"):
             row = run_case(model, path, steps=args.steps, samples=args.samples, seed=args.seed, device=args.device,
                            gamma=not args.no_gamma, data_root=root)
             rows.append({"case": name, **row})
         per_model[model] = rows
+    per_model = {m: per_model[m] for m in models}
     result = {"notice": NOT_FOR_CLINICAL_USE, "data": str(folder), "cases": [n for n, _ in cases],
               "summary": summarize(per_model), "per_case": per_model}
     plans_dir = root / "openkbp-pyradplan" / args.split
     if not args.no_beam_check and plans_dir.is_dir():
         plans = sorted(plans_dir.glob("pt_*_*.npz"))[: args.limit]
         result["beam_sensitivity"] = {
-            m: beam_sensitivity(m, plans, root, steps=args.steps, seed=args.seed, device=args.device) for m in models}
+            m: earlier_beams.get(m) or beam_sensitivity(m, plans, root, steps=args.steps, seed=args.seed, device=args.device)
+            for m in models}
     print(f"{len(cases)} cases from {folder}   ({NOT_FOR_CLINICAL_USE})")
     print(f"{'model':14s}" + "".join(f"{h:>9s}" for _, h in TABLE_KEYS))
     for m, means in result["summary"]["means"].items():

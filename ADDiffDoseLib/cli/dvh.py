@@ -1,9 +1,10 @@
 """`addiffdose dvh`: DVH table (and curves) of a dose over a set of structures.
 
-DOSE may be a case with dose (OpenKBP / pyRadPlan / case npz, NRRD folder, RTDOSE) or a prediction npz (`dose`
-only, on the structures' grid). STRUCTS (default: DOSE itself) is any case with structures (RTSTRUCT, seg.nrrd,
-npz). When the grids differ, structures without a CT (a lone RTSTRUCT) are resampled onto the dose grid
-(nearest), as planning systems do; otherwise the dose is resampled trilinearly onto the structure grid.
+DOSE may be a case with dose (OpenKBP / pyRadPlan / case npz, NRRD or DICOM folder, RTDOSE file), a dose volume
+(NRRD/NIfTI, Gy) or a prediction npz (`dose` only, on the structures' grid). STRUCTS (default: DOSE itself) is any
+case with structures (RTSTRUCT file or DICOM folder, seg.nrrd, npz). A lone RTSTRUCT file is rasterized on the
+dose grid and other structures without a CT (seg.nrrd) are resampled onto it (nearest), as planning systems do;
+structures with a CT keep their grid and the dose is resampled trilinearly onto it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import json
 import numpy as np
 
 from .. import NOT_FOR_CLINICAL_USE
-from ..errors import DoseError, ErrorCode
+from ..errors import DoseError, ErrorCode, InputError
 from ..geometry import resample_to_grid
 from ..io.atomic import write_text_atomic
 from ..metrics.dvh import case_dvhs, dvh_row
 from ..metrics.evaluate import to_jsonable
-from ..metrics.loading import is_prediction_file, read_any_case, read_prediction_dose
+from ..metrics.loading import (is_prediction_file, read_any_case, read_dose_input, read_prediction_dose,
+                               read_structures_for_dose)
 
 COLUMNS = ("structure", "role", "volume_cc", "mean_gy", "min_gy", "max_gy", "d0.1cc_gy", "d2pct_gy", "d50pct_gy",
            "d95pct_gy", "d98pct_gy")
@@ -40,24 +42,25 @@ def register(subparsers) -> None:
 
 def _load(args):
     """(structure case, dose Gy, dose grid)."""
-    if args.structures is None and is_prediction_file(args.dose):
-        raise DoseError("a prediction file has no structures: pass --structures", path=args.dose,
-                        code=ErrorCode.MISSING_FIELD)
-    struct_case = read_any_case(args.structures or args.dose, data_root=args.data_root)
-    if args.structures is None:
-        dose_case = struct_case
-    elif is_prediction_file(args.dose):
+    if is_prediction_file(args.dose):
+        if args.structures is None:
+            raise DoseError("a prediction file has no structures: pass --structures", path=args.dose,
+                            code=ErrorCode.MISSING_FIELD)
+        struct_case = read_any_case(args.structures, data_root=args.data_root)
         return struct_case, read_prediction_dose(args.dose, struct_case.grid), struct_case.grid
-    else:
-        dose_case = read_any_case(args.dose, data_root=args.data_root)
-    if dose_case.dose_gy is None:
-        raise DoseError("input has no dose", path=args.dose, code=ErrorCode.MISSING_FIELD)
-    if not dose_case.grid.same_as(struct_case.grid) and struct_case.ct_hu is None:
-        moved = {k: s.__class__(s.name, resample_to_grid(s.mask, struct_case.grid, dose_case.grid, order=0), s.role,
+    dose, dose_grid, dose_case = read_dose_input(args.dose, data_root=args.data_root)
+    if args.structures is None:
+        if dose_case is None:
+            raise InputError("a dose volume has no structures: pass --structures", path=args.dose,
+                             code=ErrorCode.MISSING_FIELD)
+        return dose_case, dose, dose_grid
+    struct_case = read_structures_for_dose(args.structures, dose_grid, dose_case, data_root=args.data_root)
+    if not dose_grid.same_as(struct_case.grid) and struct_case.ct_hu is None:
+        moved = {k: s.__class__(s.name, resample_to_grid(s.mask, struct_case.grid, dose_grid, order=0), s.role,
                                 s.prescription_gy, s.original_name, s.color_rgb)
                  for k, s in struct_case.structures.items()}
-        struct_case = struct_case.replace(grid=dose_case.grid, structures=moved, ct_hu=None, dose_gy=None)
-    return struct_case, dose_case.dose_gy, dose_case.grid
+        struct_case = struct_case.replace(grid=dose_grid, structures=moved, ct_hu=None, dose_gy=None)
+    return struct_case, dose, dose_grid
 
 
 def _table(rows) -> str:

@@ -1,8 +1,9 @@
 """`addiffdose evaluate`: every metric of a predicted dose against a reference, for one case or two folders.
 
---pred / --ref: files (case or prediction npz with key `dose` on the reference grid) or folders whose files
-are matched by case name. Prints a table; --json writes every metric per case plus means; --report writes one
-self-contained HTML file.
+--pred: a case with dose, an RTDOSE file, a dose volume (NRRD/NIfTI, Gy; resampled onto the reference grid) or a
+prediction npz (key `dose` on the reference grid); --ref: a case with dose. Or two folders whose entries are
+matched by case name (file name without .npz/.nrrd/.nii.gz/.dcm). Prints a table; --json writes every metric
+per case plus means; --report writes one self-contained HTML file.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from pathlib import Path
 
 from .. import NOT_FOR_CLINICAL_USE
 from ..errors import ErrorCode, InputError
+from ..geometry import resample_to_grid
 from ..io.atomic import check_writable, write_text_atomic
 from ..metrics.evaluate import HEADLINE_KEYS, evaluate_case_full, mean_metrics, to_jsonable
-from ..metrics.loading import is_prediction_file, read_any_case, read_prediction_dose
+from ..metrics.loading import (is_prediction_file, prediction_provenance, read_any_case, read_dose_input,
+                               read_prediction_dose)
+
+#: File endings of cases and doses matched by name in two folders (longest first).
+CASE_SUFFIXES = (".nii.gz", ".npz", ".nrrd", ".nhdr", ".nii", ".dcm")
 
 
 def register(subparsers) -> None:
@@ -42,12 +48,25 @@ def _pairs(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
             raise InputError("--pred is a folder but --ref a single case; give two files or two folders",
                              path=pred, code=ErrorCode.AMBIGUOUS_INPUT)
         return [(ref.stem, pred, ref)]
-    refs = {p.stem: p for p in sorted(ref.iterdir()) if p.suffix.lower() == ".npz" or p.is_dir()}
-    preds = {p.stem: p for p in sorted(pred.iterdir()) if p.suffix.lower() == ".npz" or p.is_dir()}
+    refs = {_case_name(p): p for p in sorted(ref.iterdir()) if _case_name(p)}
+    preds = {_case_name(p): p for p in sorted(pred.iterdir()) if _case_name(p)}
     names = [n for n in refs if n in preds]
     if not names:
         raise InputError("no prediction file matches a reference case by name", path=pred, code=ErrorCode.MISSING_FIELD)
     return [(n, preds[n], refs[n]) for n in names]
+
+
+def _case_name(path: Path) -> str | None:
+    """Case name of a folder entry (file name without its case/dose suffix), None for other files."""
+    if path.is_dir():
+        return path.name
+    low = path.name.lower()
+    if low.endswith(".seg.nrrd"):
+        return None
+    for suffix in CASE_SUFFIXES:
+        if low.endswith(suffix) and len(low) > len(suffix):
+            return path.name[: -len(suffix)]
+    return None
 
 
 def _is_case_folder(folder: Path) -> bool:
@@ -74,11 +93,15 @@ def run(args) -> int:
     print(f"{'case':<16}" + "".join(f"{k[:13]:>14}" for k in HEADLINE_KEYS))
     for name, pred_path, ref_path in _pairs(Path(args.pred), Path(args.ref)):
         ref_case = read_any_case(ref_path, data_root=args.data_root)
+        pred_case = None
         if is_prediction_file(pred_path):
             pred = read_prediction_dose(pred_path, ref_case.grid)
-        else:
-            pred = read_any_case(pred_path, data_root=args.data_root)
+        else:  # a case with dose, an RTDOSE or a dose volume, on any grid
+            pred, pred_grid, pred_case = read_dose_input(pred_path, data_root=args.data_root)
+            if not pred_grid.same_as(ref_case.grid):
+                pred = resample_to_grid(pred, pred_grid, ref_case.grid, order=1)
         ev = evaluate_case_full(pred, ref_case, gamma=not args.no_gamma, constraints=constraints)
+        ev.metrics["provenance"] = prediction_provenance(pred_path, pred_case)
         results[name] = ev.metrics
         if args.report:
             keep.append((ev, ref_case))
@@ -95,5 +118,7 @@ def run(args) -> int:
         from ..metrics.report import write_report
 
         prov = {"prediction": str(args.pred), "reference": str(args.ref)}
+        if len(results) == 1:
+            prov.update(next(iter(results.values()))["provenance"])
         write_report(args.report, keep, prov, means if len(results) > 1 else None, overwrite=args.overwrite)
     return 0

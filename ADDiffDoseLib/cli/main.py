@@ -15,7 +15,7 @@ import sys
 from .. import NOT_FOR_CLINICAL_USE, __version__
 from ..errors import ADDiffDoseError
 
-SUBCOMMANDS = ("inspect", "convert", "dvh", "evaluate", "predict", "train", "benchmark", "pack", "models")
+SUBCOMMANDS = ("demo", "inspect", "convert", "dvh", "evaluate", "predict", "train", "benchmark", "pack", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -167,7 +167,7 @@ def iter_cases(folder: str | Path) -> Iterator[tuple[str, Path]]:
                 if npz_kind(p) in ("dose", "unknown"):
                     continue
             except InputError:
-                continue
+                pass  # damaged: yield it, so that reading it reports the damage instead of skipping it silently
             yield p.stem, p
         elif p.is_dir() and is_case_folder(p):
             yield p.name, p

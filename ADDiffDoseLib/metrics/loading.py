@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..case import Case
-from ..errors import ErrorCode, GeometryError, InputError
+from ..case import Case, Plan
+from ..errors import DoseError, ErrorCode, GeometryError, InputError
 from ..geometry import Grid, resample_to_grid
-from ..io.detect import npz_kind, read_case
+from ..io.detect import is_dicom_file, npz_kind, read_case
+from ..io.nrrd import is_segmentation_path, is_volume_path
 
 
 def read_any_case(path: str | Path, data_root: str | Path | None = None) -> Case:
@@ -30,8 +31,8 @@ def npz_members(path: str | Path) -> set[str]:
 def is_prediction_file(path: str | Path) -> bool:
     """True for a dose-only file: an npz with a `dose` array and no anatomy (bare, or our dose file with a grid)."""
     path = Path(path)
-    if path.suffix.lower() != ".npz":
-        return False
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return False  # a missing file is reported by the reader (E101)
     members = npz_members(path)
     return members == {"dose"} or npz_kind(path) == "dose"
 
@@ -59,3 +60,104 @@ def read_prediction_dose(path: str | Path, ref_grid: Grid) -> np.ndarray:
         raise GeometryError(f"prediction dose has shape {tuple(dose.shape)} but the reference grid is "
                             f"{tuple(ref_grid.shape)}", path=path, code=ErrorCode.GRID_MISMATCH)
     return dose
+
+
+def read_dose_input(path: str | Path, data_root: str | Path | None = None) -> tuple[np.ndarray, Grid, Case | None]:
+    """(dose Gy (n0, n1, n2) float32, its grid, the case read or None) from a dose input.
+
+    A single NRRD/NIfTI volume file is the dose itself (Gy); anything else is read as a case that must carry a
+    dose (OpenKBP / pyRadPlan / case npz, RTDOSE file, DICOM or NRRD folder).
+    """
+    path = Path(path)
+    if path.is_file() and is_volume_path(path) and not is_segmentation_path(path):
+        from ..io.nrrd import read_volume
+
+        dose, grid, _ = read_volume(path)
+        return np.asarray(dose, np.float32), grid, None
+    case = read_any_case(path, data_root=data_root)
+    if case.dose_gy is None:
+        raise DoseError("input has no dose (give a case with a planned dose, an RTDOSE or a dose volume)",
+                        path=path, code=ErrorCode.MISSING_FIELD)
+    return case.dose_gy, case.grid, case
+
+
+def _dicom_modality(path: Path) -> str:
+    from ..io.dicom.scan import read_header
+
+    ds = read_header(path, strict=True)
+    return str(ds.get("Modality", "")).upper()
+
+
+def read_structures_for_dose(path: str | Path, dose_grid: Grid, dose_case: Case | None = None,
+                             data_root: str | Path | None = None) -> Case:
+    """The case holding the structures in `path` for a dose on `dose_grid`.
+
+    A lone RT Structure Set file (no CT series beside it) is rasterized directly on the dose grid, as planning
+    systems do; its contours must share the dose's frame of reference. Anything else is read with its own grid.
+    """
+    path = Path(path)
+    if path.is_file() and is_dicom_file(path) and _dicom_modality(path) == "RTSTRUCT":
+        from ..io.dicom import read_rtstruct_on_grid
+
+        meta = dose_case.metadata if dose_case is not None else {}
+        structures, warnings = read_rtstruct_on_grid(path, dose_grid, meta.get("FrameOfReferenceUID") or None,
+                                                     meta.get("prescription_gy"))
+        base = dose_case.name if dose_case is not None else path.stem
+        plan = dose_case.plan if dose_case is not None else Plan(source="dicom")
+        return Case(name=base, grid=dose_grid, ct_hu=None, structures=structures, plan=plan, dose_gy=None,
+                    metadata={"source_path": str(path)}, warnings=tuple(warnings))
+    return read_any_case(path, data_root=data_root)
+
+
+try:
+    from nrrd.errors import NRRDError as _NRRDError
+except ImportError:  # pragma: no cover - pynrrd without its errors module
+    _NRRDError = ValueError
+
+#: Provenance fields shown in reports, in this order (as written by `predict`).
+PROVENANCE_KEYS = ("model", "model_version", "model_sha256", "family", "seed", "steps", "samples", "beams",
+                   "device", "software")
+
+
+def _beams_text(beams) -> str:
+    """'9 x IMRT 6 MV, gantry 0/40/.../320 deg, couch 0' from Beam dicts or Beam objects."""
+    items = [b if isinstance(b, dict) else b.to_dict() for b in beams or []]
+    if not items:
+        return "unknown"
+    gantry = "/".join(f"{float(b.get('gantry_deg', 0)):g}" for b in items)
+    couch = sorted({f"{float(b.get('couch_deg', 0)):g}" for b in items})
+    first = items[0]
+    return (f"{len(items)} x {first.get('technique', '?')} {float(first.get('energy_mv', 0) or 0):g} MV, "
+            f"gantry {gantry} deg, couch {'/'.join(couch)} deg")
+
+
+def prediction_provenance(path: str | Path, case: Case | None = None) -> dict[str, str]:
+    """Provenance of a prediction for reports: model, SHA-256, seed, steps, beams, software (what is known).
+
+    Read from our dose npz metadata or dose NRRD header (`ADDiffDose_*` fields); for a case with a plan (e.g. a
+    pyRadPlan or DICOM plan used as the prediction) the plan's beams and source.
+    """
+    path = Path(path)
+    found: dict = {}
+    try:
+        if path.is_file() and path.suffix.lower() == ".npz" and npz_kind(path) == "dose":
+            from ..io.case_npz import read_dose_npz
+
+            found = read_dose_npz(path)[3]
+        elif path.is_file() and is_volume_path(path) and path.name.lower().endswith((".nrrd", ".nhdr")):
+            import nrrd
+
+            header = nrrd.read_header(str(path))
+            found = {k[len("ADDiffDose_"):]: v for k, v in header.items() if k.startswith("ADDiffDose_")}
+    except (InputError, OSError, ValueError, _NRRDError):
+        found = {}  # provenance is informative only: an unreadable header leaves it empty
+    out = {}
+    for key in PROVENANCE_KEYS:
+        value = found.get(key)
+        if value in (None, "", []):
+            continue
+        out[key] = _beams_text(value) if key == "beams" and isinstance(value, list) else str(value)
+    if case is not None and "beams" not in out and case.plan.beams:
+        out["beams"] = _beams_text(case.plan.beams) + f" (plan source: {case.plan.source})"
+    return out
+

@@ -216,8 +216,10 @@ def beam_plate(
             return (p @ u) * scale, (p @ v) * scale, dist
         tu, tv, _ = project(target_points)
         bev = torch.zeros(n_pix * n_pix, dtype=torch.float32, device=device)
-        iu = ((tu + half_extent) / bev_pixel_mm).round().long().clamp(0, n_pix - 1)
-        iv = ((tv + half_extent) / bev_pixel_mm).round().long().clamp(0, n_pix - 1)
+        # pixel i covers [i, i + 1) * bev_pixel_mm - half_extent: its centre is where grid_sample
+        # (align_corners=False) reads it, so the field is not shifted by half a pixel
+        iu = ((tu + half_extent) / bev_pixel_mm).floor().long().clamp(0, n_pix - 1)
+        iv = ((tv + half_extent) / bev_pixel_mm).floor().long().clamp(0, n_pix - 1)
         bev[iv * n_pix + iu] = 1.0
         bev = bev.view(1, 1, n_pix, n_pix)
         bev = F.max_pool2d(bev, 2 * (r_close + r_margin) + 1, stride=1, padding=r_close + r_margin)
@@ -231,6 +233,16 @@ def beam_plate(
 
 
 # --- tokens -------------------------------------------------------------------------------------
+def arc_span_and_middle(angles: tuple[float, ...]) -> tuple[float, float]:
+    """(span, middle angle) in degrees of an arc's control-point gantry angles, either rotation direction
+    (the first step's sign tells clockwise from counter-clockwise); (0, angle) for a static beam."""
+    if len(angles) < 2:
+        return 0.0, float(angles[0])
+    clockwise = (angles[1] - angles[0]) % 360.0 < 180.0
+    span = ((angles[-1] - angles[0]) if clockwise else (angles[0] - angles[-1])) % 360.0
+    return span, (angles[0] + (span if clockwise else -span) / 2) % 360.0
+
+
 def plan_tokens(case: Case, beams: tuple[Beam, ...], source: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(MAX_TOKENS, TOKEN_DIM) tokens and (MAX_TOKENS,) mask: one global token, then one per beam."""
     tokens = torch.zeros(MAX_TOKENS, TOKEN_DIM)
@@ -247,9 +259,8 @@ def plan_tokens(case: Case, beams: tuple[Beam, ...], source: str) -> tuple[torch
     g[10] = 1.0 if case.plan.site == "head-and-neck" else 0.0
     tokens[0], mask[0] = g, True
     for i, b in enumerate(beams[: MAX_TOKENS - 1], start=1):
-        angles = b.gantry_angles_deg
-        span = (angles[-1] - angles[0]) % 360.0 if len(angles) > 1 else 0.0
-        mid = math.radians(angles[0] + span / 2)
+        span, mid_deg = arc_span_and_middle(b.gantry_angles_deg)
+        mid = math.radians(mid_deg)
         t = torch.zeros(TOKEN_DIM)
         t[0] = 1.0
         t[2], t[3] = math.sin(mid), math.cos(mid)

@@ -54,6 +54,7 @@ class DiffusionConfig(JsonConfig):
     zero_terminal_snr: bool = True
     timestep_spacing: str = "trailing"
     default_steps: int = 10
+    resolution_factor: int = 1  # 2: runs on 2x average-pooled inputs (CPU-sized); see resolution.py
     mask_outside_body: bool = True
     # VAE stage loss: recon (inside body + outside_body_weight x everywhere) + kl_weight x KL + constraints
     recon_kind: str = "l1"
@@ -144,8 +145,8 @@ class DiffusionDoseModel(nn.Module):
         body (B,1,D,H,W) bool; D, H, W multiples of 16. Returns (loss, float logs)."""
         self._check_stage(stage)
         check_divisible(tuple(batch["channels"].shape[2:]), SPATIAL_MULTIPLE, "diffusion model training batch")
-        if stage == "denoiser":
-            self.vae.requires_grad_(False)  # frozen: gradients pass through its decoder to the denoiser only
+        # denoiser stage: VAE frozen (gradients pass through its decoder to the denoiser only)
+        self.vae.requires_grad_(stage == "vae")
         return self._vae_loss(batch, generator) if stage == "vae" else self._denoiser_loss(batch, generator)
 
     def _constraints(self, dose: torch.Tensor, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

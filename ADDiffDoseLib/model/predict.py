@@ -17,6 +17,7 @@ from .. import NOT_FOR_CLINICAL_USE, __version__
 from ..case import Beam, Case
 from ..errors import ErrorCode, InputError
 from .conditioning import DOSE_SCALE_GY, build_inputs, require_target
+from .resolution import predict_full_resolution
 from .train import pick_device
 from .weights import ModelEntry, load_model
 
@@ -122,8 +123,9 @@ def predict_case(case: Case, model="default", *, steps: int | None = None, sampl
     report(0.3, f"predicting on {dev.type} ({samples} sample{'s' if samples > 1 else ''}, {steps} steps)")
     kwargs = {"spacing_mm": inputs.model_grid.spacing_mm} if net.family == "heuristic" else {}
     with torch.no_grad():
-        mean, std = net.predict(inputs.channels[None].to(dev), inputs.tokens[None].to(dev),
-                                inputs.token_mask[None].to(dev), steps=steps, samples=samples, generator=gen, **kwargs)
+        mean, std = predict_full_resolution(net, inputs.channels[None].to(dev), inputs.tokens[None].to(dev),
+                                            inputs.token_mask[None].to(dev), steps=steps, samples=samples,
+                                            generator=gen, **kwargs)
     report(0.85, "mapping the dose back onto the input grid")
     dose = inputs.to_case_grid(mean[0, 0].float().cpu().numpy() * DOSE_SCALE_GY)
     dose_std = inputs.to_case_grid(std[0, 0].float().cpu().numpy() * DOSE_SCALE_GY) if samples > 1 else None

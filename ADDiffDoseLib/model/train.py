@@ -24,6 +24,7 @@ from ..errors import ErrorCode, ModelError
 from .augment import augment_batch
 from .conditioning import DOSE_SCALE_GY
 from .data import case_tensors, list_cases, load_case, load_packed, stack_samples
+from .resolution import pool_sample, predict_full_resolution, resolution_factor
 from .weights import build_model, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,10 @@ def load_training_cases(cfg: TrainConfig):
 
 
 class SampleStore:
-    """Per-case tensors, built on first use and kept (float16 on the device) for later epochs."""
+    """Per-case tensors (pooled by `factor`), built on first use and kept in float16 for later epochs."""
 
-    def __init__(self, items, device, dtype):
-        self.items, self.device, self.dtype, self.cache = items, device, dtype, {}
+    def __init__(self, items, device, factor: int = 1):
+        self.items, self.device, self.factor, self.cache = items, device, factor, {}
 
     def __len__(self):
         return len(self.items)
@@ -126,7 +127,8 @@ class SampleStore:
         if i not in self.cache:
             item = self.items[i]
             case = item if hasattr(item, "grid") else load_case(item)
-            self.cache[i] = case_tensors(case, device=self.device, dtype=self.dtype)
+            sample = pool_sample(case_tensors(case, device=self.device), self.factor)
+            self.cache[i] = {k: (v.half() if v.is_floating_point() and k != "tokens" else v) for k, v in sample.items()}
         return self.cache[i]
 
 
@@ -159,11 +161,16 @@ def selection_score(model, store: SampleStore, cfg: TrainConfig, device) -> floa
         s = store.get(i)
         with _autocast(device):
             if cfg.stage == "vae":  # the VAE's own ceiling: decode(encode(dose)) with the anatomy it sees
-                feats = model.vae.encode_anatomy(s["channels"][None].float())
-                mean = model.vae.decode(model.vae.encode(s["dose"][None].float(), feats).mean, feats)
+                f = resolution_factor(model)
+                ch, dose = (torch.nn.functional.avg_pool3d(s[k][None].float(), f) for k in ("channels", "dose"))
+                feats = model.vae.encode_anatomy(ch)
+                mean = model.vae.decode(model.vae.encode(dose, feats).mean, feats).float()
+                mean = torch.nn.functional.interpolate(mean, size=s["dose"].shape[1:], mode="trilinear",
+                                                       align_corners=False)
             else:
-                mean, _ = model.predict(s["channels"][None].float(), s["tokens"][None], s["token_mask"][None],
-                                        steps=cfg.eval_steps, samples=1, generator=gen)
+                mean, _ = predict_full_resolution(model, s["channels"][None].float(), s["tokens"][None],
+                                                  s["token_mask"][None], steps=cfg.eval_steps, samples=1,
+                                                  generator=gen)
         body = s["body"][None].float()
         err = ((mean.float().clamp(min=0) * body - s["dose"][None].float()).abs() * body).sum() / body.sum()
         maes.append(float(err) * DOSE_SCALE_GY)
@@ -259,9 +266,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_items, select_items = load_training_cases(cfg)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    store = SampleStore(train_items, device, dtype)
-    select_store = SampleStore(select_items, device, dtype)
+    store = SampleStore(train_items, device, resolution_factor(model))
+    select_store = SampleStore(select_items, device)
     if hasattr(model, "prepare_training") and step == 0:
         model.prepare_training(cfg.stage, [store.get(i) for i in range(min(8, len(store)))])
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank + step)

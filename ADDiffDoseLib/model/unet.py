@@ -21,6 +21,7 @@ from .conditioning import N_CHANNELS
 class UNetConfig:
     in_channels: int = N_CHANNELS
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    resolution_factor: int = 1  # 2: the net runs on 2x average-pooled inputs (CPU-sized); see resolution.py
     outside_body_weight: float = 0.1  # L1 weight outside the body, so the net learns zero there too
 
     def to_dict(self) -> dict:

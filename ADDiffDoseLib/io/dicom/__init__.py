@@ -4,10 +4,11 @@ Reading: :func:`read_dicom` assembles one study into a :class:`~ADDiffDoseLib.ca
 :func:`list_dicom_series` lists what a file/folder holds. Writing: ``write_*`` (all atomic).
 """
 
-from .reader import read_dicom
+from .reader import read_dicom, read_rtstruct_on_grid
 from .scan import list_dicom_series
 
-__all__ = ["read_dicom", "list_dicom_series", "write_rtdose", "write_rtplan", "write_ct_series", "write_rtstruct",
+__all__ = ["read_dicom", "read_rtstruct_on_grid", "list_dicom_series", "write_rtdose", "write_rtplan",
+           "write_ct_series", "write_rtstruct",
            "write_dicom_study"]
 
 

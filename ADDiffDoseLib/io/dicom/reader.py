@@ -178,6 +178,19 @@ def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy:
                 patient_position=position, metadata=metadata, warnings=tuple(warnings))
 
 
+def read_rtstruct_on_grid(path: str | Path, grid, frame_of_reference_uid: str | None = None,
+                          prescription_gy: float | None = None) -> tuple[dict[str, Structure], list[str]]:
+    """Rasterize one RT Structure Set file on a given grid, e.g. an RTDOSE's when there is no CT series (as
+    planning systems do). Contours of another frame of reference than `frame_of_reference_uid` are refused.
+    Returns (name -> Structure with a bool mask of grid.shape, warnings)."""
+    path = Path(path)
+    ds = read_full(path)
+    if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
+        raise InputError(f"not an RT Structure Set (Modality {ds.get('Modality', '')!s})", path=path,
+                         code=ErrorCode.UNSUPPORTED_FORMAT)
+    return structures_from_rois(parse_rois(ds, frame_of_reference_uid, path), grid, prescription_gy)
+
+
 def _read_doses(path, series, dose_series, series_uid, plan_ds, plan_info, rx, warnings):
     """[(DoseData in Gy, series uid, frame uid, path)] to be summed: one PLAN dose, or all BEAM doses."""
     files = [(s, f) for s in dose_series for f in s.files]
