@@ -261,11 +261,28 @@ class ADDiffDoseLogic(ScriptedLoadableModuleLogic):
                                           seed=seed, device=device, energy_mv=energyMV, technique=technique)
 
     def predictDose(self, ctNode, segmentationNode, beams=None, roles=None, model="default", steps=None,
-                    samples=1, seed=0, device="auto", outputNode=None, progress=None):
-        """Blocking: returns the dose node (Gy, marked as SlicerRT dose)."""
+                    samples=1, seed=0, device="auto", outputNode=None, progress=None, energyMV=6.0,
+                    technique="IMRT"):
+        """Blocking: returns the dose node (Gy, marked as SlicerRT dose).
+
+        beams: gantry angles ("0,40,80" or a list) or Beam objects; energyMV / technique apply to angle lists.
+        """
         return self.core.predict_dose(slicer.mrmlScene, ctNode, segmentationNode, beams=beams, roles=roles,
                                       model=model, steps=steps, samples=samples, seed=seed, device=device,
-                                      output_node=outputNode, progress=progress, log=logging.info)
+                                      output_node=outputNode, progress=progress, log=logging.info,
+                                      energy_mv=energyMV, technique=technique)
+
+    def exportDoseAsRtDose(self, doseNode, path, referenceNode=None, overwrite=False):
+        """Write the dose node as a DICOM RT Dose (library writer) in the reference CT's study; returns the path."""
+        from ADDiffDoseLib.slicer.export import export_dose_rtdose
+
+        database = getattr(slicer, "dicomDatabase", None)
+        lookup = database.instanceValue if database is not None and database.isOpen else None
+        out, warnings = export_dose_rtdose(doseNode, path, reference_node=referenceNode, instance_value=lookup,
+                                           overwrite=overwrite)
+        for w in warnings:
+            logging.warning(f"ADDiffDose export: {w}")
+        return str(out)
 
     def predictFolder(self, inputFolder, outputFolder, **kwargs):
         """Every DICOM study below inputFolder -> <outputFolder>/<study>/ADDiffDose_RTDOSE.dcm."""
@@ -322,4 +339,10 @@ class ADDiffDoseTest(ScriptedLoadableModuleTest):
         self.assertGreaterEqual(float(array.min()), 0.0)
         dvh = logic.computeDvh(dose, segNode)
         self.assertGreater(dvh.chart.GetNumberOfPlotSeriesNodes(), 0)
+        import os
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = logic.exportDoseAsRtDose(dose, os.path.join(folder, "RD.dcm"), referenceNode=ctNode)
+            self.assertTrue(os.path.isfile(path))
         self.delayDisplay("ADDiffDose test passed")

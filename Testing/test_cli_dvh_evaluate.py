@@ -26,7 +26,8 @@ def _one_error_line(err: str, code: str) -> None:
 
 
 def test_dvh_openkbp_json_csv(openkbp_npz, tmp_path, capsys):
-    code, out, _ = _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json", "--csv", tmp_path / "d.csv")
+    code, out, _ = _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json",
+                        "--csv", tmp_path / "d.csv")
     assert code == 0 and "PTV70" in out and "NOT FOR CLINICAL USE" in out
     doc = json.loads((tmp_path / "d.json").read_text())
     case = read_openkbp_npz(openkbp_npz)
@@ -38,7 +39,8 @@ def test_dvh_openkbp_json_csv(openkbp_npz, tmp_path, capsys):
     code, _, err = _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json")  # no --overwrite
     assert code == 2
     _one_error_line(err, "E301")
-    assert _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json", "--slicerrt", "--overwrite")[0] == 0
+    assert _run(capsys, "dvh", "--dose", openkbp_npz, "--json", tmp_path / "d.json", "--slicerrt",
+                "--overwrite")[0] == 0
     assert json.loads((tmp_path / "d.json").read_text())["mode"] == "slicerrt"
 
 
@@ -85,7 +87,8 @@ def test_dvh_dicom_breast_rtdose_with_lone_rtstruct(breast_dir, tmp_path, capsys
 
 
 def test_dvh_and_evaluate_tg119_without_dose_fail_cleanly(tg119_dir, capsys):
-    for argv in (("dvh", "--dose", tg119_dir), ("dvh", "--dose", tg119_dir / "ct", "--structures", tg119_dir / "rtss.dcm"),
+    for argv in (("dvh", "--dose", tg119_dir),
+                 ("dvh", "--dose", tg119_dir / "ct", "--structures", tg119_dir / "rtss.dcm"),
                  ("evaluate", "--pred", tg119_dir, "--ref", tg119_dir, "--no-gamma")):
         code, _, err = _run(capsys, *argv)
         assert code == 2

@@ -72,10 +72,14 @@ def test_predict_nrrd_and_rtdose(models, openkbp_npz, tmp_path, capsys):
     assert dose.max() == pytest.approx(70.0, abs=0.5)
 
 
-def test_predict_refuses_to_overwrite(models, openkbp_npz, tmp_path, capsys):
+def test_predict_refuses_to_overwrite(models, openkbp_npz, tmp_path, capsys, monkeypatch):
+    from ADDiffDoseLib.model import predict
+
     out = tmp_path / "dose.npz"
     out.write_bytes(b"keep me")
-    code, _, err = _run(capsys, "predict", openkbp_npz, "-o", out, "--model", "heuristic")
+    with monkeypatch.context() as m:  # refused before predicting, not after
+        m.setattr(predict, "predict_case", lambda *a, **k: pytest.fail("predicted before refusing"))
+        code, _, err = _run(capsys, "predict", openkbp_npz, "-o", out, "--model", "heuristic")
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error E301") and "Traceback" not in err
@@ -112,17 +116,19 @@ def test_predict_folder_skips_existing_and_reports_bad_cases(models, openkbp_val
     assert written == ["pt_201.npz", "pt_203.npz"]
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     code, stdout, _ = _run(capsys, "predict", cases, "-o", out, "--model", "heuristic")
-    assert code == 0 and stdout.count("skip") == 2
+    assert code == 0 and stdout.count("skip pt_") == 2
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
-    # a case without targets and a damaged file: both reported, the others still written, exit 1
+    # a case without targets and a damaged file: both reported, the new good case still written, exit 1
     _no_target_copy(openkbp_validation / "pt_204.npz", cases / "pt_300.npz")
     (cases / "pt_301.npz").write_bytes(b"PK\x03\x04 damaged")
-    code, stdout, err = _run(capsys, "predict", cases, "-o", tmp_path / "out2", "--model", "heuristic")
+    shutil.copy(openkbp_validation / "pt_202.npz", cases / "pt_202.npz")
+    code, stdout, err = _run(capsys, "predict", cases, "-o", out, "--model", "heuristic")
     assert code == 1
     text = stdout + err
-    assert "pt_300" in text and "E203" in text
-    assert "pt_301" in text and "E103" in text
-    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["pt_201.npz", "pt_203.npz"]
+    assert "error pt_300: E203" in text
+    assert "error pt_301: E103" in text
+    assert "3 of 5 cases" in text
+    assert sorted(p.name for p in out.iterdir()) == ["pt_201.npz", "pt_202.npz", "pt_203.npz"]
 
 
 def test_models_list_import_verify(models, tmp_path, capsys):
@@ -192,7 +198,7 @@ def test_demo_writes_dose_rtdose_report_and_prints_errors(models, openkbp_npz, t
                            "--input", openkbp_npz, "--device", "cpu")
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["pt_201_RTDOSE.dcm", "pt_201_dose.nrrd", "pt_201_report.html"]
+    assert names == ["pt_201_RTDOSE.dcm", "pt_201_RTDOSE_rtplan.dcm", "pt_201_dose.nrrd", "pt_201_report.html"]
     assert "OpenKBP dose score" in stdout and "D95" in stdout and "NOT FOR CLINICAL USE" in stdout
     assert "PTV70 D95 predicted 70.0 Gy" in stdout
     code, _, err = _run(capsys, "demo", "--out", out, "--model", models / "heuristic.json", "--samples", "1",

@@ -27,7 +27,7 @@ TAGS = ["Rows", "Columns", "PixelSpacing", "ImagePositionPatient", "ImageOrienta
         "SeriesInstanceUID", "Modality", "PixelData", "RescaleSlope", "FrameOfReferenceUID", "ContourSequence",
         "GridFrameOffsetVector", "DoseGridScaling", "NumberOfFrames", "DoseUnits", "DoseSummationType",
         "ReferencedROINumber", "SliceThickness", "PatientSetupSequence", "DoseReferenceSequence"]
-#: Seconds one read of a damaged study may take (the undamaged breast study takes about 1 s here, niced).
+#: CPU seconds one read of a damaged study may take (the undamaged trimmed breast study takes about 1 s).
 MAX_SECONDS = 20.0
 #: Breast ROIs kept in the study copy: small ones, one without contours (Areola), one with several contours.
 BREAST_ROIS = ("Areola", "Borders", "Nodes", "Scar", "Tumor Bed")
@@ -73,7 +73,7 @@ def _mutate_dataset(ds: pydicom.Dataset, mode: str, tag: str, pos: float, value:
 
 
 def _read_expecting_only_library_errors(path: Path) -> None:
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: robust to a busy machine
     try:
         case = read_dicom(path)
     except ADDiffDoseError:
@@ -83,7 +83,7 @@ def _read_expecting_only_library_errors(path: Path) -> None:
             assert s.mask.shape == case.grid.shape
         if case.dose_gy is not None:
             assert case.dose_gy.shape == case.grid.shape and np.all(np.isfinite(case.dose_gy))
-    assert time.perf_counter() - start < MAX_SECONDS
+    assert time.process_time() - start < MAX_SECONDS
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

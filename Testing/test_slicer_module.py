@@ -124,3 +124,37 @@ def test_library_slicer_package_is_qt_free_and_never_shadows_slicer():
                 assert not any((a.asname or a.name) == "slicer" for a in node.names), (path.name, "binds `slicer`")
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer":
                 assert node.attr not in ("app", "mrmlScene"), (path.name, node.attr)
+
+
+def _logic_methods() -> dict[str, ast.FunctionDef]:
+    logic = next(n for n in _tree().body if isinstance(n, ast.ClassDef) and n.name == "ADDiffDoseLogic")
+    return {f.name: f for f in logic.body if isinstance(f, ast.FunctionDef)}
+
+
+def test_console_api_of_the_issue_exists():
+    """`slicer.util.getModuleLogic('ADDiffDose')` gives ADDiffDoseLogic with: one blocking call taking CT and
+    segmentation nodes plus beam settings and returning the dose node, one for a folder of DICOM studies, and
+    the RT Dose export."""
+    methods = _logic_methods()
+    args = {name: [a.arg for a in f.args.args + f.args.kwonlyargs] for name, f in methods.items()}
+    assert args["predictDose"][:3] == ["self", "ctNode", "segmentationNode"]
+    beam_and_model = {"beams", "energyMV", "technique", "model", "steps", "samples", "seed", "device"}
+    assert beam_and_model <= set(args["predictDose"])
+    assert args["predictFolder"][:3] == ["self", "inputFolder", "outputFolder"]
+    assert args["exportDoseAsRtDose"][:3] == ["self", "doseNode", "path"]
+
+
+def test_keywords_passed_to_the_library_logic_exist():
+    """Every keyword the module passes to self.core.<method>(...) is a parameter of DoseLogic.<method>."""
+    import inspect
+
+    from ADDiffDoseLib.slicer.logic import DoseLogic
+
+    for node in ast.walk(_tree()):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "core"):
+            params = inspect.signature(getattr(DoseLogic, node.func.attr)).parameters
+            accepts_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+            for kw in node.keywords:
+                if kw.arg is not None and not accepts_any:
+                    assert kw.arg in params, (node.func.attr, kw.arg)

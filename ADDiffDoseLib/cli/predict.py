@@ -92,9 +92,11 @@ def _progress_printer(enabled: bool, prefix: str = ""):
 
 def predict_one(in_path: Path, out_path: Path, args, progress=None) -> list[str]:
     """Predict one case and write it (dose, and dose_std when K > 1). Returns the warnings."""
+    from ..io.atomic import check_writable
     from ..io.detect import read_case, write_dose
     from ..model.predict import predict_case
 
+    check_writable(out_path, args.overwrite)  # before minutes of prediction, not after
     case = apply_overrides(read_case(in_path, data_root=args.data_root, series_uid=args.series), args)
     pred = predict_case(case, args.model, steps=args.steps, samples=args.samples, seed=args.seed,
                         device=args.device, normalize_d95=args.normalize_d95, progress=progress)

@@ -267,7 +267,8 @@ def case_section(ev: Evaluation, ref_case: Case) -> str:
     parts = [f"<h2>Case {name}</h2>", _provenance_table(ev.metrics.get("provenance")), _metric_table(ev.metrics),
              "<h3>Dose constraints</h3>", _constraint_table(ev.metrics), "<h3>DVH</h3>",
              f'<img alt="DVH {name}" src="{_dvh_figure(ev, name)}">',
-             "<h3>Dose difference (prediction - reference)</h3>", f'<img alt="dose difference {name}" src="{diff_png}">']
+             "<h3>Dose difference (prediction - reference)</h3>",
+             f'<img alt="dose difference {name}" src="{diff_png}">']
     if ev.gamma_3mm3pct is not None:
         g = np.asarray(ev.gamma_3mm3pct.gamma, dtype=np.float32)  # NaN below the low-dose cut-off: not shown
         rate = ev.metrics.get("gamma_3mm3pct")

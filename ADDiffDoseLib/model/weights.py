@@ -202,7 +202,11 @@ def load_checkpoint(weights_or_config: str | Path):
             state = load_file(str(weights))
         except Exception as exc:  # safetensors raises its own error types for damaged files
             raise ModelError(f"damaged safetensors file: {exc}", path=weights, code=ErrorCode.CORRUPT_FILE) from exc
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # same names, other shapes: strict=False does not cover size mismatches
+            raise ModelError(f"weights do not fit the config: {str(exc).splitlines()[-1].strip()}", path=weights,
+                             code=ErrorCode.INCOMPATIBLE_MODEL) from exc
         if missing or unexpected:
             raise ModelError(f"weights do not fit the config (missing {len(missing)}, unexpected {len(unexpected)})",
                              path=weights, code=ErrorCode.INCOMPATIBLE_MODEL)
