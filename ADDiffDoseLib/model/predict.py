@@ -83,13 +83,13 @@ def envelope_warnings(case: Case, beams: tuple[Beam, ...], entry: ModelEntry | N
     return out
 
 
-def normalize_to_d95(case: Case, dose_gy: np.ndarray) -> np.ndarray:
-    """Scale so the highest-prescription target's D95 equals its prescription."""
+def d95_scale_factor(case: Case, dose_gy: np.ndarray) -> float:
+    """The factor that makes the highest-prescription target's D95 equal its prescription."""
     target = next(iter(case.targets.values()))
     d95 = float(np.percentile(dose_gy[target.mask], 5))
     if d95 <= 0:
         raise InputError(f"cannot normalize: D95 of {target.name} is 0", code=ErrorCode.INVALID_VALUE)
-    return dose_gy * (target.prescription_gy / d95)
+    return target.prescription_gy / d95
 
 
 def predict_case(case: Case, model="default", *, steps: int | None = None, samples: int = 1, seed: int = 0,
@@ -135,8 +135,7 @@ def predict_case(case: Case, model="default", *, steps: int | None = None, sampl
         dose_std = np.where(body, dose_std, 0.0) if dose_std is not None else None
     dose = np.maximum(dose, 0).astype(np.float32)
     if normalize_d95:
-        scale_case = normalize_to_d95(case, dose) / np.maximum(dose, 1e-12)
-        factor = float(np.median(scale_case[dose > 1e-6])) if (dose > 1e-6).any() else 1.0
+        factor = d95_scale_factor(case, dose)
         dose = (dose * factor).astype(np.float32)
         dose_std = (dose_std * factor).astype(np.float32) if dose_std is not None else None
     provenance = {
