@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from slicer_helpers import new_scene, openkbp_case  # noqa: E402
+from slicer_helpers import case, loaded, new_scene, openkbp_case  # noqa: E402,F401  (fixtures)
 
 from ADDiffDoseLib.errors import ADDiffDoseError, ErrorCode, GeometryError, InputError  # noqa: E402
 from ADDiffDoseLib.geometry import Grid  # noqa: E402
@@ -18,18 +18,6 @@ from ADDiffDoseLib.slicer import dose_output, nodes, process  # noqa: E402
 from ADDiffDoseLib.slicer.logic import DoseLogic, beams_from_spec, prepare_inputs  # noqa: E402
 
 OPENKBP_GANTRY = "0,40,80,120,160,200,240,280,320"
-
-
-@pytest.fixture(scope="module")
-def case(openkbp_npz):
-    return openkbp_case(openkbp_npz)
-
-
-@pytest.fixture()
-def loaded(case):
-    scene = new_scene()
-    ct_node, seg_node = nodes.add_case_to_scene(scene, case)
-    return scene, ct_node, seg_node
 
 
 @pytest.fixture()

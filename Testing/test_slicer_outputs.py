@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from slicer_helpers import new_scene, openkbp_case  # noqa: E402
+from slicer_helpers import case, loaded, new_scene, openkbp_case  # noqa: E402,F401  (fixtures)
 
 from ADDiffDoseLib import NOT_FOR_CLINICAL_USE  # noqa: E402
 from ADDiffDoseLib.errors import DoseError  # noqa: E402
@@ -16,18 +16,6 @@ from ADDiffDoseLib.slicer import compare, dose_output, dvh, isodose, nodes  # no
 
 PROVENANCE = {"model": "heuristic", "model_sha256": "ab" * 32, "seed": 3, "steps": 10,
               "beams": [{"gantry_deg": 0.0}, {"gantry_deg": 180.0}]}
-
-
-@pytest.fixture(scope="module")
-def case(openkbp_npz):
-    return openkbp_case(openkbp_npz)
-
-
-@pytest.fixture()
-def loaded(case):
-    scene = new_scene()
-    ct_node, seg_node = nodes.add_case_to_scene(scene, case)
-    return scene, ct_node, seg_node
 
 
 def _dose_node(scene, ct_node, case, dose=None, name="pred"):
