@@ -42,7 +42,9 @@ def augment_batch(batch: dict, generator: torch.Generator, max_shift: int = 8, p
     flip = torch.rand(batch["channels"].shape[0], generator=generator) < p_flip
     if flip.any():
         idx = flip.nonzero().flatten().to(device)
-        for key in ("channels", "dose", "body"):
+        for key in ("channels", "dose", "body", "coarse"):
+            if key not in out:
+                continue
             t = out[key].clone()
             t[idx] = flip_channels_lr(t[idx]) if key == "channels" else torch.flip(t[idx], dims=[LR_DIM])
             out[key] = t
@@ -52,6 +54,7 @@ def augment_batch(batch: dict, generator: torch.Generator, max_shift: int = 8, p
             out["tokens"] = t
     if max_shift > 0:
         shifts = [int(s) for s in torch.randint(-max_shift, max_shift + 1, (3,), generator=generator)]
-        for key in ("channels", "dose", "body"):
-            out[key] = torch.roll(out[key], shifts=shifts, dims=(2, 3, 4))
+        for key in ("channels", "dose", "body", "coarse"):
+            if key in out:
+                out[key] = torch.roll(out[key], shifts=shifts, dims=(2, 3, 4))
     return out

@@ -2,7 +2,8 @@
 
 A model whose config has ``resolution_factor = f`` sees inputs average-pooled by f per axis (masks become
 occupancy fractions) and its dose is trilinearly upsampled back. Training stores pooled samples; prediction
-pools, predicts and upsamples here, so networks stay unaware of it.
+pools, predicts and upsamples here, so networks stay unaware of it (a network with a full-resolution
+refiner says ``handles_resolution`` and gets the full-resolution channels).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def pool_sample(sample: dict, factor: int) -> dict:
 def predict_full_resolution(model, channels: torch.Tensor, tokens, token_mask, **kwargs):
     """model.predict on (B, C, D, H, W) full-resolution channels -> (mean, std) at full resolution."""
     factor = resolution_factor(model)
-    if factor == 1:
+    if factor == 1 or getattr(model, "handles_resolution", False):
         return model.predict(channels, tokens, token_mask, **kwargs)
     pooled = F.avg_pool3d(channels.float(), factor)
     mean, std = model.predict(pooled, tokens, token_mask, **kwargs)

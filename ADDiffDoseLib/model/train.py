@@ -35,12 +35,14 @@ class TrainConfig:
     family: str = "unet"  # unet | diffusion
     stage: str = "unet"  # unet | vae | denoiser
     model: dict = field(default_factory=dict)  # the network's config (defaults when empty)
-    init_from: str | None = None  # checkpoint to start from (e.g. the trained VAE for the denoiser stage)
+    init_from: str | None = None  # checkpoint to start from (e.g. the trained VAE for the denoiser stage);
+    # with `model` set too, its keys override the checkpoint's config and new submodules start fresh
     data_root: str | None = None  # folder holding openkbp/ (and openkbp-pyradplan/)
     packed: str | None = None  # or a packed training set (`addiffdose pack`)
     include_pyradplan: bool = True
     max_cases: int | None = None  # cap the training cases (CPU configs)
     crop: int | None = 64  # cubic training crop (multiple of 16); None = whole 128^3 volumes
+    crop_body_fraction: float = 0.0  # share of crops centred on any body voxel instead of a target voxel
     batch_size: int = 1
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -115,10 +117,13 @@ def load_training_cases(cfg: TrainConfig):
 
 
 class SampleStore:
-    """Per-case tensors (pooled by `factor`), built on first use and kept in float16 for later epochs."""
+    """Per-case tensors (pooled by `factor`), built on first use and kept in float16 for later epochs.
 
-    def __init__(self, items, device, factor: int = 1):
+    prepare(sample) may add stage inputs (the refine stage's coarse dose) before caching."""
+
+    def __init__(self, items, device, factor: int = 1, prepare=None):
         self.items, self.device, self.factor, self.cache = items, device, factor, {}
+        self.prepare = prepare or (lambda sample: sample)
 
     def __len__(self):
         return len(self.items)
@@ -127,19 +132,22 @@ class SampleStore:
         if i not in self.cache:
             item = self.items[i]
             case = item if hasattr(item, "grid") else load_case(item)
-            sample = pool_sample(case_tensors(case, device=self.device), self.factor)
+            sample = self.prepare(pool_sample(case_tensors(case, device=self.device), self.factor))
             self.cache[i] = {k: (v.half() if v.is_floating_point() and k != "tokens" else v) for k, v in sample.items()}
         return self.cache[i]
 
 
-def random_crop(samples: list[dict], size: int | None, generator: torch.Generator) -> list[dict]:
-    """Cubic crops centred near a random target voxel (jittered), so crops hold the high-dose region."""
+def random_crop(samples: list[dict], size: int | None, generator: torch.Generator,
+                body_fraction: float = 0.0) -> list[dict]:
+    """Cubic crops centred near a random target voxel (jittered), so crops hold the high-dose region; a
+    `body_fraction` of them near any body voxel instead (a net that runs on whole volumes sees the rest too)."""
     if size is None:
         return samples
     out = []
     for s in samples:
         shape = s["channels"].shape[1:]
-        target = (s["channels"][1] > 0).nonzero()
+        anywhere = body_fraction > 0 and float(torch.rand(1, generator=generator)) < body_fraction
+        target = (s["body"][0] if anywhere else s["channels"][1] > 0).nonzero()
         if len(target):
             centre = target[int(torch.randint(len(target), (1,), generator=generator))].cpu()
         else:
@@ -232,6 +240,24 @@ def _load_state(out: Path, model, optimizer) -> tuple[int, float]:
     return int(record.get("step", 0)), float(record.get("best_selection_mae_gy", float("inf")))
 
 
+def init_model(cfg: TrainConfig):
+    """A fresh network, the checkpoint `init_from`, or that checkpoint grown by `model` config overrides
+    (e.g. a trained U-Net plus a new refiner: only the new submodules' weights may be missing)."""
+    if not cfg.init_from:
+        return build_model(cfg.family, cfg.model)
+    base = load_checkpoint(cfg.init_from)
+    if not cfg.model:
+        return base
+    model = build_model(base.family, {**base.config.to_dict(), **cfg.model})
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    new_modules = {name.split(".")[0] for name in missing}
+    if unexpected or any(name in dict(base.named_children()) for name in new_modules):
+        raise ModelError(f"init_from does not fit the config overrides (missing {missing[:3]}, unexpected {unexpected[:3]})",
+                         path=cfg.init_from, code=ErrorCode.INVALID_CONFIG)
+    model.record = getattr(base, "record", {})
+    return model
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Run (or resume) one training stage. Returns a summary dict (also written to out_dir/summary.json)."""
     rank, world = _distributed()
@@ -248,7 +274,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = load_checkpoint(cfg.init_from) if cfg.init_from else build_model(cfg.family, cfg.model)
+    model = init_model(cfg)
     if model.family != cfg.family:
         raise ModelError(f"init_from holds a {model.family} model, config says {cfg.family}", code=ErrorCode.INVALID_CONFIG)
     if cfg.stage not in model.stages:
@@ -266,7 +292,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_items, select_items = load_training_cases(cfg)
-    store = SampleStore(train_items, device, resolution_factor(model))
+    factor = model.training_factor(cfg.stage) if hasattr(model, "training_factor") else resolution_factor(model)
+    prepare = (lambda s: model.add_stage_inputs(s, cfg.stage)) if hasattr(model, "add_stage_inputs") else None
+    store = SampleStore(train_items, device, factor, prepare)
     select_store = SampleStore(select_items, device)
     if hasattr(model, "prepare_training") and step == 0:
         model.prepare_training(cfg.stage, [store.get(i) for i in range(min(8, len(store)))])
@@ -281,7 +309,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     time_up = False
     while step < cfg.max_steps and not time_up:
         idx = torch.randint(len(store), (cfg.batch_size,), generator=gen).tolist()
-        batch = stack_samples(random_crop([store.get(i) for i in idx], cfg.crop, gen))
+        batch = stack_samples(random_crop([store.get(i) for i in idx], cfg.crop, gen, cfg.crop_body_fraction))
         batch = augment_batch(batch, gen, max_shift=cfg.max_shift if cfg.crop is None else 0)
         batch = {k: (v.float() if v.is_floating_point() else v) for k, v in batch.items()}
         for g in optimizer.param_groups:
