@@ -98,6 +98,22 @@ def test_gantry_override_changes_the_dose(openkbp_npz, diffusion_path, tmp_path,
     assert np.abs(da - db).max() > 0.1
 
 
+def test_no_coverage_prior_flag(openkbp_npz, tmp_path, capsys):
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(widths=(4, 8, 16), resolution_factor=2, coverage_strength=1.0)).eval()
+    path = save_checkpoint(net, tmp_path / "covered")
+    on, off = tmp_path / "on.npz", tmp_path / "off.npz"
+    assert _run(capsys, "predict", openkbp_npz, "-o", on, "--model", path, "--device", "cpu")[0] == 0
+    assert _run(capsys, "predict", openkbp_npz, "-o", off, "--model", path, "--device", "cpu", "--no-coverage-prior")[0] == 0
+    d_on, _, _, meta_on = read_dose_npz(on)
+    d_off, _, _, meta_off = read_dose_npz(off)
+    ptv70 = read_openkbp_npz(openkbp_npz).structures["PTV70"].mask
+    assert meta_on["coverage_prior"] == {"level": 1.0, "strength": 1.0} and meta_off["coverage_prior"] is None
+    assert d_on[ptv70].min() >= 70.0 - 0.01 > d_off[ptv70].min()  # random weights: far below Rx without it
+    targets = read_openkbp_npz(openkbp_npz).target_prescription_map() > 0
+    np.testing.assert_array_equal(d_on[~targets], d_off[~targets])  # only target voxels move
+
+
 def _no_target_copy(src, dst):
     with np.load(src) as f:
         arrays = {k: f[k] for k in f.files if not k.startswith("mask_PTV")}

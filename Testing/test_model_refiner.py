@@ -8,6 +8,7 @@ import torch
 
 from ADDiffDoseLib.errors import ModelError
 from ADDiffDoseLib.io.openkbp import read_openkbp_npz
+from ADDiffDoseLib.model.augment import flip_channels_lr
 from ADDiffDoseLib.model.data import case_tensors
 from ADDiffDoseLib.model.resolution import predict_full_resolution
 from ADDiffDoseLib.model.train import TrainConfig, init_model, train
@@ -103,3 +104,34 @@ def test_body_fraction_crops_reach_beyond_the_targets(sample):
 
     assert target_share(0.0) == 1.0  # every crop holds target voxels
     assert target_share(1.0) < 0.9  # centred anywhere in the body, some crops miss the targets
+
+
+def test_error_head_mode_keeps_the_coarse_dose_and_learns_only_the_scale(coarse_checkpoint, sample):
+    head = init_model(TrainConfig(family="unet", init_from=str(coarse_checkpoint),
+                                  model={**REFINER, "refiner_corrects_dose": False}))
+    torch.manual_seed(1)
+    with torch.no_grad():  # random (non-zero) refiner outputs: the dose must still be the coarse one
+        for p in head.refiner.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    head.eval()
+    x = sample["channels"][None]
+    with torch.no_grad():
+        coarse = head.coarse_dose(x)
+        one, _ = head.predict(x, samples=1)
+        mean, std = head.predict(x, samples=2)
+        flipped = torch.flip(head.coarse_dose(flip_channels_lr(x)), dims=[3])
+    torch.testing.assert_close(one, coarse, atol=1e-6, rtol=0)
+    torch.testing.assert_close(mean, (coarse + flipped) / 2, atol=1e-6, rtol=0)
+    _, scale = head.refine(x, coarse)
+    spread = (coarse - flipped).abs() / 2
+    torch.testing.assert_close(std, torch.sqrt(spread**2 + 2 * scale**2), atol=1e-5, rtol=1e-4)
+    assert float(std.std()) > 0  # a per-voxel map, not a constant
+    prepared = head.add_stage_inputs(sample, "refine")
+    crop = (slice(None), slice(32, 64), slice(32, 64), slice(32, 64))
+    batch = {k: prepared[k][crop][None] if k == "body" else prepared[k][crop][None].float()
+             for k in ("channels", "dose", "body", "coarse")}
+    loss, logs = head.compute_loss(batch, "refine")
+    loss.backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for n, p in head.named_parameters()
+               if not n.startswith("refiner."))
+    assert "scale_nll" in logs

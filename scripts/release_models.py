@@ -1,8 +1,8 @@
 """Turn trained checkpoints into the bundled release models and write Resources/Models/manifest.json.
 
-    python scripts/release_models.py --unet runs/unet_cpu/best.safetensors \
+    python scripts/release_models.py --unet runs/unet_errorhead_cpu/last.safetensors \
         --diffusion runs/diffusion_denoiser_cpu/best.safetensors --heuristic Resources/Models/heuristic.json \
-        --benchmark benchmark_validation.json --default unet
+        --benchmark benchmark_validation.json --default unet --versions unet=0.2.0,diffusion=0.1.1
 
 Release weights are stored as float16 safetensors (half the size; loading casts back to float32) with the
 JSON config and the training record beside them. Each file must stay <= 15 MB and all together <= 40 MB.
@@ -72,19 +72,22 @@ def main() -> None:
     ap.add_argument("--heuristic", default=str(OUT / "heuristic.json"))
     ap.add_argument("--benchmark", help="benchmark JSON whose summary.means fill each entry's metrics")
     ap.add_argument("--default", default="unet")
-    ap.add_argument("--version", default="0.1.0")
+    ap.add_argument("--version", default="0.1.0", help="version of every released model ...")
+    ap.add_argument("--versions", default="", help="... unless named here: unet=0.2.0,diffusion=0.1.1")
     args = ap.parse_args()
     means = {}
     if args.benchmark:
         means = json.loads(Path(args.benchmark).read_text())["summary"]["means"]
+    versions = dict(kv.split("=", 1) for kv in args.versions.split(",") if kv)
     entries = []
-    specs = (("unet", args.unet, "3D U-Net baseline (C3D-style), half-resolution CPU training"),
+    specs = (("unet", args.unet, "3D U-Net (C3D-style) at half resolution with a full-resolution error head and "
+                                 "the target-coverage prior; CPU training"),
              ("diffusion", args.diffusion, "ADDiff-Dose latent conditional diffusion (VAE + latent denoiser)"),
              ("heuristic", args.heuristic, "model-free: prescription in targets, exponential fall-off"))
     for name, src, desc in specs:
         if src:
             metrics = {k: v for k, v in means.get(name, {}).items() if isinstance(v, (int, float))}
-            entries.append(release(Path(src), name, desc, metrics, args.version))
+            entries.append(release(Path(src), name, desc, metrics, versions.get(name, args.version)))
     for e in entries:
         e.default = e.name == args.default
     total = sum((OUT / e.file).stat().st_size for e in entries if e.file)

@@ -55,6 +55,8 @@ class DiffusionConfig(JsonConfig):
     timestep_spacing: str = "trailing"
     default_steps: int = 10
     resolution_factor: int = 1  # 2: runs on 2x average-pooled inputs (CPU-sized); see resolution.py
+    coverage_level: float = 1.0  # target-coverage prior applied after prediction (postprocess.py); 0 strength = off
+    coverage_strength: float = 0.0
     mask_outside_body: bool = True
     # VAE stage loss: recon (inside body + outside_body_weight x everywhere) + kl_weight x KL + constraints
     recon_kind: str = "l1"

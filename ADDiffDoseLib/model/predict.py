@@ -17,6 +17,7 @@ from .. import NOT_FOR_CLINICAL_USE, __version__
 from ..case import Beam, Case
 from ..errors import ErrorCode, InputError
 from .conditioning import DOSE_SCALE_GY, build_inputs, require_target
+from .postprocess import apply_coverage_prior, coverage_parameters
 from .resolution import predict_full_resolution
 from .train import pick_device
 from .weights import ModelEntry, load_model
@@ -94,12 +95,13 @@ def d95_scale_factor(case: Case, dose_gy: np.ndarray) -> float:
 
 def predict_case(case: Case, model="default", *, steps: int | None = None, samples: int = 1, seed: int = 0,
                  device: str = "auto", beams: tuple[Beam, ...] | None = None, normalize_d95: bool = False,
-                 progress=None) -> Prediction:
+                 coverage_prior: bool = True, progress=None) -> Prediction:
     """Predict the total dose (Gy) of `case` on its own grid.
 
     model: a manifest name ('default'), a path to a .safetensors/.json model, or a loaded model.
     steps: sampler steps (diffusion; default from the model's config); samples: K >= 1 samples, K > 1 gives
-    dose_std_gy; beams override the case's plan. progress(fraction, message) is called along the way.
+    dose_std_gy; beams override the case's plan; coverage_prior=False skips the model's target-coverage prior
+    (postprocess.py). progress(fraction, message) is called along the way.
     """
     t0 = time.time()
     report = progress or (lambda f, m: None)
@@ -134,6 +136,10 @@ def predict_case(case: Case, model="default", *, steps: int | None = None, sampl
         dose = np.where(body, dose, 0.0)
         dose_std = np.where(body, dose_std, 0.0) if dose_std is not None else None
     dose = np.maximum(dose, 0).astype(np.float32)
+    level, strength = coverage_parameters(net)
+    prior = {"level": level, "strength": strength} if coverage_prior and strength > 0 else None
+    if prior:
+        dose = apply_coverage_prior(case, dose, level, strength)
     if normalize_d95:
         factor = d95_scale_factor(case, dose)
         dose = (dose * factor).astype(np.float32)
@@ -150,6 +156,7 @@ def predict_case(case: Case, model="default", *, steps: int | None = None, sampl
         "beams": [b.to_dict() for b in beams],
         "device": dev.type,
         "normalized_d95": normalize_d95,
+        "coverage_prior": prior,
         "seconds": round(time.time() - t0, 2),
         "notice": NOT_FOR_CLINICAL_USE,
     }
