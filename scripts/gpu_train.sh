@@ -4,6 +4,8 @@
 #   run from the repository root; needs packed/train.zip (`addiffdose pack`) and, on a machine without
 #   pydicom/pynrrd, their wheels in .whl/. OUT (default out/gpu) receives at most 6 files.
 # Minutes per job: UNET_MIN, VAE_MIN, DEN_MIN (defaults 6.5 / 2.5 / 3.0).
+# Back on the CPU: fit each returned model's target-coverage prior before release
+#   (python scripts/fit_coverage_prior.py OUT/unet.safetensors --data ../shared/data --write; same for diffusion).
 set -u
 OUT=${OUT:-out/gpu}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then

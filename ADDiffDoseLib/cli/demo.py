@@ -53,7 +53,8 @@ def run(args) -> int:
     write_dose(paths["dose (DICOM RT Dose)"], case, pred.dose_gy, provenance=prov, overwrite=args.overwrite)
     if pred.dose_std_gy is not None:
         write_volume_nrrd(paths["uncertainty (NRRD, Gy std)"], pred.dose_std_gy, case.grid, overwrite=args.overwrite,
-                          header_extra={"ADDiffDose_quantity": "dose standard deviation over samples (Gy)",
+                          header_extra={"ADDiffDose_quantity": "dose standard deviation (Gy): spread over samples, "
+                                                               "with the model's learned error scale where it has one",
                                         "ADDiffDose_notice": NOT_FOR_CLINICAL_USE})
     else:
         del paths["uncertainty (NRRD, Gy std)"]
