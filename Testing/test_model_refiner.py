@@ -64,7 +64,7 @@ def test_refine_stage_trains_only_the_refiner(coarse_checkpoint, sample):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
     assert float(loss) < first and "scale_nll" in logs
     for k, v in frozen.items():
         assert torch.equal(v, grown.state_dict()[k])
