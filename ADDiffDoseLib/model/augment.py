@@ -15,6 +15,7 @@ from .conditioning import CHANNELS
 _PAROTID_R = CHANNELS.index("oar_Parotid_R")
 _PAROTID_L = CHANNELS.index("oar_Parotid_L")
 LR_DIM = 3  # (B, C, D0, D1, D2): array axis 1 (patient right -> left) is tensor dim 3
+VOLUME_KEYS = ("channels", "dose", "body", "coarse")  # batch volumes that move with the anatomy (coarse: refine stage)
 
 
 def flip_channels_lr(channels: torch.Tensor) -> torch.Tensor:
@@ -42,9 +43,7 @@ def augment_batch(batch: dict, generator: torch.Generator, max_shift: int = 8, p
     flip = torch.rand(batch["channels"].shape[0], generator=generator) < p_flip
     if flip.any():
         idx = flip.nonzero().flatten().to(device)
-        for key in ("channels", "dose", "body", "coarse"):
-            if key not in out:
-                continue
+        for key in (k for k in VOLUME_KEYS if k in out):
             t = out[key].clone()
             t[idx] = flip_channels_lr(t[idx]) if key == "channels" else torch.flip(t[idx], dims=[LR_DIM])
             out[key] = t
@@ -54,7 +53,6 @@ def augment_batch(batch: dict, generator: torch.Generator, max_shift: int = 8, p
             out["tokens"] = t
     if max_shift > 0:
         shifts = [int(s) for s in torch.randint(-max_shift, max_shift + 1, (3,), generator=generator)]
-        for key in ("channels", "dose", "body", "coarse"):
-            if key in out:
-                out[key] = torch.roll(out[key], shifts=shifts, dims=(2, 3, 4))
+        for key in (k for k in VOLUME_KEYS if k in out):
+            out[key] = torch.roll(out[key], shifts=shifts, dims=(2, 3, 4))
     return out
