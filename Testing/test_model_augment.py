@@ -108,3 +108,85 @@ def test_augment_batch_flips_dose_body_channels_and_tokens_together():
             assert out["tokens"][i, 1, 2] == -0.5 and out["tokens"][i, 0, 2] == 0.5
         else:
             assert torch.equal(out["channels"][i], ch[i]) and torch.equal(out["tokens"][i], tokens[i])
+
+
+# --- rotations about the long axis (issue 13) ------------------------------------------------------
+def _rotated_case(case, degrees):
+    """The patient turned about the long axis: every structure mask and the CT resampled by rotate_volume."""
+    from ADDiffDoseLib.model.augment import rotate_volume
+
+    def turn(a, mode, fill=0.0):
+        return rotate_volume(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None], degrees,
+                             mode=mode, fill=fill)[0, 0].numpy()
+    structures = {k: replace(s, mask=turn(s.mask, "nearest") > 0.5) for k, s in case.structures.items()}
+    return case.replace(structures=structures, ct_hu=turn(case.ct_hu, "bilinear", -1000.0))
+
+
+def test_rotated_input_gives_the_plate_of_the_rotated_patient_with_rotated_beams(openkbp_npz):
+    """rotate(plate(patient, beam g)) = plate(rotate(patient), beam g + 40): a single oblique beam, so a wrong
+    sense of rotation (g - 40) or a transposed plane would fail."""
+    from ADDiffDoseLib.model.augment import rotate_channels, rotate_tokens
+
+    case = read_openkbp_npz(openkbp_npz)
+    beams = (Beam(30.0),)
+    turned = rotate_channels(build_inputs(case, beams=beams).channels[None], 40.0)[0]
+    moved = _rotated_case(case, 40.0)
+    right = build_inputs(moved, beams=(Beam(70.0),))
+    wrong = build_inputs(moved, beams=(Beam(350.0),))
+    err_right = float((turned[PLATE] - right.channels[PLATE]).abs().mean())
+    err_wrong = float((turned[PLATE] - wrong.channels[PLATE]).abs().mean())
+    scale = float(right.channels[PLATE].abs().mean())
+    assert err_right < 0.08 * scale < err_wrong  # interpolation leaves a few % at the field edges
+    # the masks move with it, by nearest neighbour (still 0/1), and the CT is air (-1) where it came from outside
+    target = CHANNELS.index("target_rx")
+    assert torch.equal(turned[target] > 0, right.channels[target] > 0) or \
+        float(((turned[target] > 0) != (right.channels[target] > 0)).float().mean()) < 1e-3
+    assert set(torch.unique(turned[CHANNELS.index("body")]).tolist()) <= {0.0, 1.0}
+    assert float(turned[CHANNELS.index("ct")].min()) >= -1.0 - 1e-6
+    # tokens: the rotated beams' tokens
+    tok = rotate_tokens(build_inputs(case, beams=beams).tokens, 40.0)
+    torch.testing.assert_close(tok, right.tokens, atol=1e-5, rtol=0)
+
+
+def test_only_symmetric_coplanar_field_sets_are_rotated(openkbp_npz):
+    from ADDiffDoseLib.model.augment import symmetric_rotations
+
+    case = read_openkbp_npz(openkbp_npz)
+    nine = build_inputs(case)  # OpenKBP: 9 equispaced coplanar fields, 0, 40, ..., 320
+    assert [round(b.gantry_deg) for b in case.plan.beams] == list(range(0, 360, 40))
+    assert symmetric_rotations(nine.tokens) == list(range(9))
+    assert symmetric_rotations(build_inputs(case, beams=BEAMS).tokens) == [0]  # couch, arc, uneven
+    four = tuple(Beam(g) for g in (0, 90, 180, 270))
+    assert symmetric_rotations(build_inputs(case, beams=four).tokens) == [0]  # 90 deg is no multiple of 40
+    couch = tuple(Beam(g, couch_deg=10) for g in range(0, 360, 40))
+    assert symmetric_rotations(build_inputs(case, beams=couch).tokens) == [0]
+
+
+def test_augment_rotates_clinical_plans_and_keeps_pyradplan_beams(openkbp_npz):
+    from ADDiffDoseLib.model.augment import rotate_sample_batch
+
+    case = read_openkbp_npz(openkbp_npz)
+    inp = build_inputs(case)
+    ch = torch.nn.functional.avg_pool3d(inp.channels[None], 4)  # 32^3 keeps the test quick
+    pyr = ch.clone()
+    pyr[:, CHANNELS.index("source_pyradplan")] = 1.0
+    dose = torch.rand(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    batch = {"channels": torch.cat([ch, pyr]), "dose": dose, "body": dose > 0.5,
+             "tokens": torch.stack([inp.tokens, inp.tokens])}
+    turned_any = False
+    for seed in range(6):
+        out = augment_batch(batch, torch.Generator().manual_seed(seed), max_shift=0, p_flip=0.0, rotate=True)
+        assert torch.equal(out["channels"][1], batch["channels"][1])  # pyRadPlan: never turned
+        assert torch.equal(out["tokens"][1], batch["tokens"][1])
+        if not torch.equal(out["dose"][0], dose[0]):
+            turned_any = True
+            # the turn of a symmetric plan keeps its field set: same beam angles, in another order
+            from ADDiffDoseLib.model.augment import beam_angles_from_tokens
+            got = sorted(round(g) % 360 for g, _, _ in beam_angles_from_tokens(out["tokens"][0]))
+            assert got == list(range(0, 360, 40))
+    assert turned_any
+    # and a turn by 40 then by -40 returns the masks (nearest neighbour, away from the rim)
+    there = rotate_sample_batch(batch, 0, 40.0)
+    back = rotate_sample_batch(there, 0, -40.0)
+    body = CHANNELS.index("body")
+    assert float((back["channels"][0, body] != batch["channels"][0, body]).float().mean()) < 0.02
