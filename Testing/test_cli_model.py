@@ -114,6 +114,22 @@ def test_no_coverage_prior_flag(openkbp_npz, tmp_path, capsys):
     np.testing.assert_array_equal(d_on[~targets], d_off[~targets])  # only target voxels move
 
 
+def test_no_oar_prior_flag(openkbp_npz, tmp_path, capsys):
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(widths=(4, 8, 16), resolution_factor=2, oar_scales={"SpinalCord": 0.8})).eval()
+    path = save_checkpoint(net, tmp_path / "scaled")
+    on, off = tmp_path / "on.npz", tmp_path / "off.npz"
+    assert _run(capsys, "predict", openkbp_npz, "-o", on, "--model", path, "--device", "cpu")[0] == 0
+    assert _run(capsys, "predict", openkbp_npz, "-o", off, "--model", path, "--device", "cpu", "--no-oar-prior")[0] == 0
+    d_on, _, _, meta_on = read_dose_npz(on)
+    d_off, _, _, meta_off = read_dose_npz(off)
+    assert meta_on["oar_prior"] == {"SpinalCord": 0.8} and meta_off["oar_prior"] is None
+    case = read_openkbp_npz(openkbp_npz)
+    cord = case.structures["SpinalCord"].mask & ~(case.target_prescription_map() > 0)
+    np.testing.assert_allclose(d_on[cord], 0.8 * d_off[cord], atol=1e-3)
+    np.testing.assert_array_equal(d_on[~cord], d_off[~cord])
+
+
 def _no_target_copy(src, dst):
     with np.load(src) as f:
         arrays = {k: f[k] for k in f.files if not k.startswith("mask_PTV")}

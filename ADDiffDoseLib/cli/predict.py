@@ -46,6 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--normalize-d95", action="store_true", help="scale so the highest target's D95 equals its prescription")
     p.add_argument("--no-coverage-prior", action="store_true",
                    help="skip the model's target-coverage prior (target voxels pulled towards the prescription)")
+    p.add_argument("--no-oar-prior", action="store_true",
+                   help="skip the model's OAR-scale prior (organ doses outside the targets scaled by fitted factors)")
     p.add_argument("--format", choices=("npz", "nrrd", "dcm"), help="output type in folder mode (default: like the input)")
     p.add_argument("--data-root", help="data root for pyRadPlan plans (anatomy files)")
     p.add_argument("--series", help="DICOM series UID when a folder holds several")
@@ -102,7 +104,8 @@ def predict_one(in_path: Path, out_path: Path, args, progress=None) -> list[str]
     case = apply_overrides(read_case(in_path, data_root=args.data_root, series_uid=args.series), args)
     pred = predict_case(case, args.model, steps=args.steps, samples=args.samples, seed=args.seed,
                         device=args.device, normalize_d95=args.normalize_d95,
-                        coverage_prior=not args.no_coverage_prior, progress=progress)
+                        coverage_prior=not args.no_coverage_prior,
+                        oar_prior=not args.no_oar_prior, progress=progress)
     provenance = {**pred.provenance, "warnings": pred.warnings}
     extra = {"dose_std": pred.dose_std_gy} if pred.dose_std_gy is not None else None
     if out_path.suffix.lower() == ".npz":

@@ -17,7 +17,7 @@ from .. import NOT_FOR_CLINICAL_USE, __version__
 from ..case import Beam, Case
 from ..errors import ErrorCode, InputError
 from .conditioning import DOSE_SCALE_GY, build_inputs, require_target
-from .postprocess import apply_coverage_prior, coverage_parameters
+from .postprocess import apply_coverage_prior, apply_oar_prior, coverage_parameters, oar_scale_parameters
 from .resolution import predict_full_resolution
 from .train import pick_device
 from .weights import ModelEntry, load_model
@@ -95,13 +95,13 @@ def d95_scale_factor(case: Case, dose_gy: np.ndarray) -> float:
 
 def predict_case(case: Case, model="default", *, steps: int | None = None, samples: int = 1, seed: int = 0,
                  device: str = "auto", beams: tuple[Beam, ...] | None = None, normalize_d95: bool = False,
-                 coverage_prior: bool = True, progress=None) -> Prediction:
+                 coverage_prior: bool = True, oar_prior: bool = True, progress=None) -> Prediction:
     """Predict the total dose (Gy) of `case` on its own grid.
 
     model: a manifest name ('default'), a path to a .safetensors/.json model, or a loaded model.
     steps: sampler steps (diffusion; default from the model's config); samples: K >= 1 samples, K > 1 gives
     dose_std_gy; beams override the case's plan; coverage_prior=False skips the model's target-coverage prior
-    (postprocess.py). progress(fraction, message) is called along the way.
+    (postprocess.py), oar_prior=False its OAR-scale prior. progress(fraction, message) is called along the way.
     """
     t0 = time.time()
     report = progress or (lambda f, m: None)
@@ -140,6 +140,9 @@ def predict_case(case: Case, model="default", *, steps: int | None = None, sampl
     prior = {"level": level, "strength": strength} if coverage_prior and strength > 0 else None
     if prior:
         dose = apply_coverage_prior(case, dose, level, strength)
+    scales = oar_scale_parameters(net) if oar_prior else {}
+    if scales:
+        dose = apply_oar_prior(case, dose, scales)
     if normalize_d95:
         factor = d95_scale_factor(case, dose)
         dose = (dose * factor).astype(np.float32)
@@ -157,6 +160,8 @@ def predict_case(case: Case, model="default", *, steps: int | None = None, sampl
         "device": dev.type,
         "normalized_d95": normalize_d95,
         "coverage_prior": prior,
+        "oar_prior": scales or None,
+        "flip_averaged": bool(samples > 1 or getattr(net.config, "tta_flip", False)) if net.family == "unet" else False,
         "seconds": round(time.time() - t0, 2),
         "notice": NOT_FOR_CLINICAL_USE,
     }

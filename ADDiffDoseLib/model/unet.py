@@ -43,6 +43,11 @@ class UNetConfig:
     norm: str = "instance"
     coverage_level: float = 1.0  # target-coverage prior applied after prediction (postprocess.py); 0 strength = off
     coverage_strength: float = 0.0
+    # OAR-scale prior (postprocess.py): organ -> factor for the dose in that organ outside the targets, fitted on
+    # the model-selection subset (scripts/fit_oar_prior.py); empty = off
+    oar_scales: dict = field(default_factory=dict)
+    # predict() averages the dose with its left-right mirrored pass even for one sample (test-time flip)
+    tta_flip: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -204,25 +209,28 @@ class UNet3D(nn.Module):
     @torch.no_grad()
     def predict(self, channels, tokens=None, token_mask=None, *, steps: int = 0, samples: int = 1,
                 generator: torch.Generator | None = None):
-        """Mean over `samples` test-time flips (left-right flip swaps the parotid channels).
+        """Mean over `samples` test-time flips (left-right flip swaps the parotid channels); with
+        config.tta_flip the flip is averaged in for one sample too (std stays zero then: a spread of two
+        passes is no uncertainty estimate without the error head).
 
         std: the spread of the flips; with a refiner, combined with its learned error scale (a Laplace
         scale b has standard deviation sqrt(2) b). An error-head-only refiner (refiner_corrects_dose False)
         runs once, on the unflipped pass, and only when a std is asked for (samples > 1)."""
+        flip = samples > 1 or self.config.tta_flip
         if self.refiner is not None and not self.config.refiner_corrects_dose:
             outs = [self.coarse_dose(channels)]
-            if samples > 1:
+            if flip:
                 outs.append(_unflip(self.coarse_dose(_flip_lr(channels))))
             scales = [self.refine(channels, outs[0])[1] if samples > 1 else None]
         else:
             dose, scale = self._full_forward(channels)
             outs, scales = [dose], [scale]
-            if samples > 1:
+            if flip:
                 dose, scale = self._full_forward(_flip_lr(channels))
                 outs.append(_unflip(dose))
                 scales.append(_unflip(scale) if scale is not None else None)
         mean = torch.stack(outs).mean(0)
-        std = torch.stack(outs).std(0, unbiased=False) if len(outs) > 1 else torch.zeros_like(mean)
+        std = torch.stack(outs).std(0, unbiased=False) if samples > 1 else torch.zeros_like(mean)
         if scales[0] is not None:
             b = torch.stack(scales).mean(0)
             std = torch.sqrt(std**2 + 2 * b**2)
