@@ -28,7 +28,7 @@ from ADDiffDoseLib.model.postprocess import apply_oar_prior
 from ADDiffDoseLib.model.predict import predict_case
 from ADDiffDoseLib.model.weights import load_checkpoint
 
-SCALES = tuple(round(x, 2) for x in np.arange(0.75, 1.0801, 0.01))
+SCALES = tuple(float(round(x, 2)) for x in np.arange(0.75, 1.0801, 0.01))
 
 
 def organ_terms(cases, preds, organ: str) -> list[tuple]:

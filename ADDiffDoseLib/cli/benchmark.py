@@ -17,7 +17,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="compare models on cases with reference doses")
     p.add_argument("--data", required=True,
                    help="data root holding openkbp/<split> (and openkbp-pyradplan/<split>), or a folder of cases")
-    p.add_argument("--split", default="validation")
+    p.add_argument("--split", default="validation",
+                   help="openkbp split: validation (reported figures), or selection (the 20-patient model-selection "
+                        "subset of train, for choosing checkpoints and releases)")
     p.add_argument("--models", default="default,unet,heuristic", help="comma-separated model names (first = baseline of the paired differences)")
     p.add_argument("--limit", type=int, help="only the first N cases")
     p.add_argument("--steps", type=int)
@@ -48,8 +50,15 @@ def run(args) -> int:
     if args.json:
         check_writable(args.json, args.overwrite)
     root = Path(args.data)
-    folder = root / "openkbp" / args.split if (root / "openkbp").is_dir() else root
-    cases = list(iter_cases(folder))[: args.limit]
+    split = "train" if args.split == "selection" else args.split
+    folder = root / "openkbp" / split if (root / "openkbp").is_dir() else root
+    cases = list(iter_cases(folder))
+    if args.split == "selection":
+        from ..model.data import model_selection_ids
+
+        chosen = set(model_selection_ids())
+        cases = [(n, p) for n, p in cases if n in chosen]
+    cases = cases[: args.limit]
     if not cases:
         raise InputError("no cases found", path=folder, code=ErrorCode.FILE_NOT_FOUND)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -72,8 +81,8 @@ def run(args) -> int:
     per_model = {m: per_model[m] for m in models}
     result = {"notice": NOT_FOR_CLINICAL_USE, "data": str(folder), "cases": [n for n, _ in cases],
               "summary": summarize(per_model), "per_case": per_model}
-    plans_dir = root / "openkbp-pyradplan" / args.split
-    if not args.no_beam_check and plans_dir.is_dir():
+    plans_dir = root / "openkbp-pyradplan" / split
+    if not args.no_beam_check and args.split != "selection" and plans_dir.is_dir():
         plans = sorted(plans_dir.glob("pt_*_*.npz"))[: args.limit]
         result["beam_sensitivity"] = {
             m: earlier_beams.get(m) or beam_sensitivity(m, plans, root, steps=args.steps, seed=args.seed, device=args.device)

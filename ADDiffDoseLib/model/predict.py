@@ -93,6 +93,13 @@ def d95_scale_factor(case: Case, dose_gy: np.ndarray) -> float:
     return target.prescription_gy / d95
 
 
+def _flip_averaged(net, samples: int) -> bool:
+    """Whether the dose averages the left-right mirrored pass (U-Nets, and ensembles of them)."""
+    if net.family == "ensemble":
+        return all(_flip_averaged(m, samples) for m in net.members)
+    return net.family == "unet" and bool(samples > 1 or getattr(net.config, "tta_flip", False))
+
+
 def predict_case(case: Case, model="default", *, steps: int | None = None, samples: int = 1, seed: int = 0,
                  device: str = "auto", beams: tuple[Beam, ...] | None = None, normalize_d95: bool = False,
                  coverage_prior: bool = True, oar_prior: bool = True, progress=None) -> Prediction:
@@ -161,7 +168,7 @@ def predict_case(case: Case, model="default", *, steps: int | None = None, sampl
         "normalized_d95": normalize_d95,
         "coverage_prior": prior,
         "oar_prior": scales or None,
-        "flip_averaged": bool(samples > 1 or getattr(net.config, "tta_flip", False)) if net.family == "unet" else False,
+        "flip_averaged": _flip_averaged(net, samples),
         "seconds": round(time.time() - t0, 2),
         "notice": NOT_FOR_CLINICAL_USE,
     }

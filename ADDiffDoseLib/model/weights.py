@@ -176,6 +176,10 @@ def build_model(family: str, config: dict):
         from .heuristic import HeuristicConfig, HeuristicDoseModel
 
         return HeuristicDoseModel(HeuristicConfig.from_dict(config))
+    if family == "ensemble":
+        from .ensemble import DoseEnsemble, EnsembleConfig
+
+        return DoseEnsemble(EnsembleConfig.from_dict(config))
     raise ModelError(f"unknown model family {family!r}", code=ErrorCode.INVALID_CONFIG)
 
 
