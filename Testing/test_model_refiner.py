@@ -135,3 +135,29 @@ def test_error_head_mode_keeps_the_coarse_dose_and_learns_only_the_scale(coarse_
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for n, p in head.named_parameters()
                if not n.startswith("refiner."))
     assert "scale_nll" in logs
+
+
+def test_noised_refiner_input_is_smooth_seeded_and_only_in_training():
+    from ADDiffDoseLib.model.unet import smooth_noise
+
+    like = torch.zeros(2, 1, 32, 32, 32)
+    a = smooth_noise(like, torch.Generator().manual_seed(0))
+    b = smooth_noise(like, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == like.shape
+    assert abs(float(a[0].std()) - 1.0) < 1e-4 and not torch.equal(a[0], a[1])
+    # smooth: neighbouring voxels are strongly correlated, unlike white noise
+    corr = torch.corrcoef(torch.stack([a[:, :, :-1].flatten(), a[:, :, 1:].flatten()]))[0, 1]
+    assert corr > 0.9
+    torch.manual_seed(0)
+    net = UNet3D(UNetConfig(widths=(4, 8, 16), resolution_factor=2, refiner_widths=(4, 8), refiner_input_noise=0.2))
+    batch = {"channels": torch.rand(1, 12, 32, 32, 32), "coarse": torch.full((1, 1, 32, 32, 32), 0.5),
+             "dose": torch.full((1, 1, 32, 32, 32), 0.5), "body": torch.ones(1, 1, 32, 32, 32, dtype=torch.bool)}
+    net.train()
+    seen = []
+    original = net.refine
+    net.refine = lambda ch, coarse: (seen.append(coarse.clone()), original(ch, coarse))[1]
+    net.compute_loss(batch, "refine", generator=torch.Generator().manual_seed(1))
+    assert float((seen[-1] - 0.5).abs().max()) > 0.01  # perturbed while training
+    net.eval()
+    net.compute_loss(batch, "refine", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(seen[-1], batch["coarse"])  # never at evaluation

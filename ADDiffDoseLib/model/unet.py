@@ -36,6 +36,10 @@ class UNetConfig:
     # coarse net fits better than unseen ones) made the MAE worse (3.26 -> 3.37 Gy), while its error scale ranked
     # the errors well (Spearman 0.69 vs 0.65 for the dose gradient).
     refiner_corrects_dose: bool = True
+    # Training only: the refiner sees the coarse dose times (1 + this x a smooth random field of unit std, ~8 voxel
+    # correlation), so that the coarse doses it learns to correct err like an unseen case's do, not like the
+    # training cases' (which the coarse net fits better). 0 = the coarse dose as it is.
+    refiner_input_noise: float = 0.0
     out_channels: int = 1
     # "instance" (whole-volume nets) or "none": the refiner trains on crops and runs on whole volumes, where
     # InstanceNorm statistics would differ (measured: a crop-trained InstanceNorm refiner made the whole-volume
@@ -190,7 +194,10 @@ class UNet3D(nn.Module):
     def compute_loss(self, batch: dict, stage: str = "unet", generator=None):
         scale = None
         if stage == "refine":
-            pred, scale = self.refine(batch["channels"], batch["coarse"].float())
+            coarse = batch["coarse"].float()
+            if self.training and self.config.refiner_input_noise > 0:
+                coarse = coarse * (1 + self.config.refiner_input_noise * smooth_noise(coarse, generator))
+            pred, scale = self.refine(batch["channels"], coarse.clamp(min=0))
         else:
             pred = self.forward(batch["channels"]).float()
         body = batch["body"].float()
@@ -235,6 +242,16 @@ class UNet3D(nn.Module):
             b = torch.stack(scales).mean(0)
             std = torch.sqrt(std**2 + 2 * b**2)
         return mean.clamp(min=0), std
+
+
+def smooth_noise(like: torch.Tensor, generator: torch.Generator | None = None, cell: int = 8) -> torch.Tensor:
+    """A random field shaped like `like` (B, 1, D, H, W): Gaussian values on a grid of `cell` voxels,
+    interpolated trilinearly and scaled to unit standard deviation per sample."""
+    coarse_shape = [max(2, -(-n // cell) + 1) for n in like.shape[2:]]
+    values = torch.randn(like.shape[0], 1, *coarse_shape, generator=generator).to(like.device)
+    field = F.interpolate(values, size=like.shape[2:], mode="trilinear", align_corners=True)
+    std = field.flatten(1).std(dim=1).clamp(min=1e-6).view(-1, 1, 1, 1, 1)
+    return field / std
 
 
 def _flip_lr(channels: torch.Tensor) -> torch.Tensor:
