@@ -8,6 +8,7 @@ import pytest
 
 from ADDiffDoseLib.cli.main import main
 from ADDiffDoseLib.io.detect import read_case
+from nrrd_helpers import assert_itk_volume, itk_segments
 
 
 def test_convert_openkbp_to_dicom_and_back(openkbp_npz, tmp_path, capsys):
@@ -26,6 +27,10 @@ def test_convert_openkbp_to_dicom_and_back(openkbp_npz, tmp_path, capsys):
 def test_convert_dicom_to_nrrd_and_npz(tg119_dir, tmp_path):
     assert main(["convert", str(tg119_dir), str(tmp_path / "n"), "--to", "nrrd"]) == 0
     assert (tmp_path / "n" / "ct.nrrd").exists() and (tmp_path / "n" / "segmentation.seg.nrrd").exists()
+    case = read_case(tg119_dir)  # ITK (as Slicer) opens both with the case's geometry and values
+    assert_itk_volume(tmp_path / "n" / "ct.nrrd", case.ct_hu, case.grid)
+    masks = itk_segments(tmp_path / "n" / "segmentation.seg.nrrd", case.grid)
+    assert int(masks["OuterTarget"].sum()) == 7458 and int(masks["Core"].sum()) == 1320
     assert main(["convert", str(tg119_dir), str(tmp_path / "z"), "--to", "npz"]) == 0
     back = read_case(next((tmp_path / "z").glob("*.npz")))
     assert back.grid.shape == (129, 167, 167)

@@ -64,6 +64,10 @@ def test_predict_nrrd_and_rtdose(models, openkbp_npz, tmp_path, capsys):
     data, header = nrrd.read(str(tmp_path / "d.nrrd"))
     assert data.size == np.prod(case.grid.shape)
     assert any("NOT FOR CLINICAL USE" in str(v) for v in header.values())
+    from ADDiffDoseLib.io.nrrd import read_volume
+    from nrrd_helpers import assert_itk_volume
+
+    assert assert_itk_volume(tmp_path / "d.nrrd", read_volume(tmp_path / "d.nrrd")[0], case.grid)["ADDiffDose_DoseUnit"] == "Gy"
     assert _run(capsys, "predict", openkbp_npz, "-o", tmp_path / "d.dcm", "--model", "heuristic")[0] == 0
     ds = pydicom.dcmread(tmp_path / "d.dcm")
     assert ds.Modality == "RTDOSE" and ds.DoseUnits == "GY"

@@ -110,12 +110,10 @@ def predict_one(in_path: Path, out_path: Path, args, progress=None) -> list[str]
     else:
         write_dose(out_path, case, pred.dose_gy, provenance=provenance, overwrite=args.overwrite)
         if pred.dose_std_gy is not None:  # the uncertainty map beside it, never marked as a dose
-            from ..io.nrrd import write_volume_nrrd
+            from ..io.nrrd import write_dose_std_nrrd
 
-            write_volume_nrrd(out_path.with_name(out_path.name.split(".")[0] + "_std.nrrd"), pred.dose_std_gy,
-                              case.grid, overwrite=args.overwrite,
-                              header_extra={"ADDiffDose_quantity": "dose standard deviation (Gy) over samples",
-                                            "ADDiffDose_notice": NOT_FOR_CLINICAL_USE})
+            write_dose_std_nrrd(out_path.with_name(out_path.name.split(".")[0] + "_std.nrrd"), pred.dose_std_gy,
+                                case.grid, "dose standard deviation (Gy) over samples", overwrite=args.overwrite)
     return pred.warnings
 
 

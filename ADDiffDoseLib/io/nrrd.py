@@ -27,6 +27,9 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _TAG_ROLE = "ADDiffDose.Role"
 _TAG_RX = "ADDiffDose.PrescriptionGy"
 _TAG_ORIGINAL = "ADDiffDose.OriginalName"
+#: Key-value field (``ADDiffDose_DoseUnit:=Gy``) holding the dose unit. NRRD's own ``units`` field is one unit per
+#: space axis (mm), not the unit of the values; writing "Gy" there makes ITK / Slicer refuse the file.
+DOSE_UNIT_FIELD = "ADDiffDose_DoseUnit"
 
 
 def _suffix(path: Path) -> str:
@@ -256,12 +259,20 @@ def find_volume_folder_parts(folder: str | Path) -> tuple[Path | None, Path | No
 
 def write_dose_nrrd(path: str | Path, dose_gy: np.ndarray, grid: Grid, provenance: dict | None = None,
                     overwrite: bool = False) -> Path:
-    """A dose volume (float32 Gy) with provenance fields and the not-for-clinical-use notice in the header."""
-    extra = {"units": "Gy", "ADDiffDose_notice": NOT_FOR_CLINICAL_USE}
+    """A dose volume (float32 Gy) with provenance fields, the dose unit (:data:`DOSE_UNIT_FIELD`) and the
+    not-for-clinical-use notice in the header (all key-value fields, which ITK and Slicer keep as metadata)."""
+    extra = {DOSE_UNIT_FIELD: "Gy", "ADDiffDose_notice": NOT_FOR_CLINICAL_USE}
     for key, value in (provenance or {}).items():
         extra[f"ADDiffDose_{key}"] = value
     return write_volume_nrrd(path, np.asarray(dose_gy, dtype=np.float32), grid, overwrite, extra)
 
 
+def write_dose_std_nrrd(path: str | Path, std_gy: np.ndarray, grid: Grid, quantity: str,
+                        overwrite: bool = False) -> Path:
+    """The uncertainty map beside a dose: in Gy, described by `quantity`, never marked as a dose."""
+    extra = {DOSE_UNIT_FIELD: "Gy", "ADDiffDose_quantity": quantity, "ADDiffDose_notice": NOT_FOR_CLINICAL_USE}
+    return write_volume_nrrd(path, np.asarray(std_gy, dtype=np.float32), grid, overwrite, extra)
+
+
 __all__ = ["read_volume", "read_segmentation", "write_volume_nrrd", "write_segmentation_nrrd", "read_nrrd_case",
-           "write_dose_nrrd", "find_volume_folder_parts"]
+           "write_dose_nrrd", "write_dose_std_nrrd", "find_volume_folder_parts"]
