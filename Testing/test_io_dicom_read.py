@@ -214,6 +214,35 @@ def test_absolute_frame_offsets(tmp_path, breast_dir):
     assert case.dose_gy.max() == pytest.approx(14.680764, abs=1e-5)
 
 
+def _reorder_frames(path, order, offsets):
+    """Rewrite an RTDOSE with its frames in `order`, ImagePositionPatient at the new first frame and
+    GridFrameOffsetVector `offsets` (as GammaPlan writes decreasing offsets)."""
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array[order]
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [ipp[0], ipp[1], -122.4407 + 3 * int(order[0])]
+    ds.GridFrameOffsetVector = [f"{v:.4f}" for v in offsets]
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize("form", ["decreasing relative", "decreasing absolute", "shuffled relative"])
+def test_frames_in_any_order(tmp_path, breast_dir, breast_case, form):
+    """GridFrameOffsetVector decreasing (GammaPlan) or shuffled, relative or absolute: the same dose in space."""
+    folder = tmp_path / "b"
+    shutil.copytree(breast_dir, folder)
+    order = np.arange(98)[::-1] if form.startswith("decreasing") else np.random.default_rng(0).permutation(98)
+    z = -122.4407 + 3.0 * order
+    offsets = z if "absolute" in form else z - z[0]
+    _reorder_frames(folder / "rtdose.dcm", order, offsets)
+    case = read_dicom(folder)
+    assert case.grid.same_as(breast_case.grid)
+    np.testing.assert_array_equal(case.dose_gy, breast_case.dose_gy)
+    assert tuple(int(v) for v in np.unravel_index(np.argmax(case.dose_gy), case.dose_gy.shape)) == (32, 51, 137)
+    # the lone RT Dose read as a file, too (drawn on its own grid)
+    assert read_dicom(folder / "rtdose.dcm").grid.same_as(breast_case.grid)
+
+
 def test_dose_resampled_onto_ct_grid(tmp_path, tg119_dir, breast_dir):
     """A dose whose grid differs from the CT's is resampled trilinearly onto the CT grid."""
     from ADDiffDoseLib.geometry import Grid
