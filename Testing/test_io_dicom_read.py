@@ -263,3 +263,115 @@ def test_dose_resampled_onto_ct_grid(tmp_path, tg119_dir, breast_dir):
     assert case.grid.same_as(ct_case.grid)
     xs = case.grid.voxel_centres_lps()[..., 0]
     assert np.allclose(case.dose_gy, (xs + 300.0) / 10.0, atol=1e-3)
+
+
+def _strip_file_meta(src, dst):
+    """Write `src` as a bare dataset: no 128-byte preamble, no 'DICM', no File Meta header (a Monaco 5.11 export)."""
+    from pydicom.dataset import FileMetaDataset
+
+    ds = pydicom.dcmread(src)
+    ds.preamble, ds.file_meta = None, FileMetaDataset()
+    pydicom.dcmwrite(dst, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert Path(dst).read_bytes()[:2] == b"\x08\x00"  # starts with the first element
+    return dst
+
+
+def test_files_without_preamble_or_file_meta(tmp_path, breast_dir, breast_case):
+    """The breast study with every file stripped of its File Meta header (some without a .dcm suffix) reads
+    as the original, in a folder scan and one file at a time, with a warning."""
+    from ADDiffDoseLib.io import read_case
+
+    folder = tmp_path / "monaco"
+    folder.mkdir()
+    for name in ("ct.0.dcm", "rtss.dcm", "rtplan.dcm"):
+        _strip_file_meta(breast_dir / name, folder / name)
+    _strip_file_meta(breast_dir / "rtdose.dcm", folder / "RD1")  # no suffix: found by its first bytes
+    case = read_case(folder)
+    np.testing.assert_array_equal(case.dose_gy, breast_case.dose_gy)
+    assert case.grid.same_as(breast_case.grid) and case.plan.fractions == 7
+    assert {k: int(s.mask.sum()) for k, s in case.structures.items()} == \
+        {k: int(s.mask.sum()) for k, s in breast_case.structures.items()}
+    assert any("without preamble / File Meta header" in w for w in case.warnings)
+    np.testing.assert_array_equal(read_case(folder / "RD1").dose_gy, breast_case.dose_gy)
+    assert read_case(folder / "ct.0.dcm").ct_hu.max() == 1457
+
+
+def test_pydicom_rtstruct_without_file_meta(tmp_path):
+    """pydicom's own rtstruct.dcm has neither preamble nor File Meta header: it is scanned and its ROIs read."""
+    import pydicom.data
+
+    from ADDiffDoseLib.io.dicom.rtstruct import parse_rois
+    from ADDiffDoseLib.io.dicom.pixels import read_full
+
+    path = Path(pydicom.data.get_testdata_file("rtstruct.dcm"))
+    assert path.read_bytes()[128:132] != b"DICM"
+    series = list_dicom_series(path)
+    assert [(s.modality, len(s.files), s.files[0].file_meta) for s in series] == [("RTSTRUCT", 1, False)]
+    rois = parse_rois(read_full(path), None, path)
+    assert "patient" in {r.name for r in rois}
+    with pytest.raises(InputError, match="no CT series and no RT Dose"):  # right: nothing defines a grid
+        read_dicom(path)
+
+
+def test_bare_datasets_that_are_not_ours_refused(tmp_path, tg119_dir):
+    ct = _strip_file_meta(tg119_dir / "ct" / "ct.050.dcm", tmp_path / "ct.dcm")
+    ds = pydicom.dcmread(ct, force=True)
+    del ds.ImagePositionPatient
+    pydicom.dcmwrite(tmp_path / "noipp.dcm", ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    with pytest.raises(InputError, match="CT without File Meta header lacks ImagePositionPatient") as err:
+        read_dicom(tmp_path / "noipp.dcm")
+    assert err.value.code == ErrorCode.UNSUPPORTED_FORMAT
+    ds = pydicom.dcmread(ct, force=True)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR
+    pydicom.dcmwrite(tmp_path / "mr.dcm", ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    with pytest.raises(InputError, match=r"E102 .*mr.dcm: not a DICOM file .*SOP Class UID \(1.2.840.10008.5.1.4.1.1.4\)"):
+        read_dicom(tmp_path / "mr.dcm")
+    (tmp_path / "junk.dcm").write_bytes(b"\x08\x00" + bytes(range(256)) * 4)
+    with pytest.raises(InputError) as err:
+        read_dicom(tmp_path / "junk.dcm")
+    assert err.value.code == ErrorCode.UNSUPPORTED_FORMAT
+    # in a folder, such files are skipped and the good one is read
+    shutil.copy(ct, tmp_path / "good.dcm")
+    (tmp_path / "ct.dcm").unlink()
+    assert [len(s.files) for s in list_dicom_series(tmp_path)] == [1]
+
+
+def _compressed(src, dst, syntax, **changes):
+    ds = pydicom.dcmread(src)
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    ds.compress(syntax)
+    ds.save_as(dst)
+    return dst
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_ct_reads_the_same_values(tmp_path, breast_dir, syntax):
+    import pydicom.uid
+
+    ts = getattr(pydicom.uid, syntax)
+    path = _compressed(breast_dir / "ct.0.dcm", tmp_path / "ct.dcm", ts)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == ts
+    np.testing.assert_array_equal(read_dicom(path).ct_hu, read_dicom(breast_dir / "ct.0.dcm").ct_hu)
+
+
+def test_rle_rtdose_reads(tmp_path, breast_dir, breast_case):
+    """A 16-bit RLE RT Dose (pydicom encodes RLE up to 16 bits): the breast dose to within its new scaling."""
+    ds = pydicom.dcmread(breast_dir / "rtdose.dcm")
+    stored = (ds.pixel_array // 32).astype(np.uint16)
+    ds.PixelData, ds.BitsAllocated, ds.BitsStored, ds.HighBit = stored.tobytes(), 16, 16, 15
+    ds.DoseGridScaling = f"{1.4e-5 * 32:.6g}"
+    ds.save_as(tmp_path / "rd16.dcm")
+    path = _compressed(tmp_path / "rd16.dcm", tmp_path / "rd.dcm", pydicom.uid.RLELossless)
+    case = read_dicom(path)
+    assert np.abs(case.dose_gy - breast_case.dose_gy).max() <= 32 * 1.4e-5
+
+
+def test_missing_decoder_names_the_package(tmp_path, breast_dir, monkeypatch):
+    from pydicom.pixels import get_decoder
+
+    path = _compressed(breast_dir / "ct.0.dcm", tmp_path / "ct.dcm", pydicom.uid.JPEG2000Lossless)
+    monkeypatch.setattr(type(get_decoder(pydicom.uid.JPEG2000Lossless)), "is_available", property(lambda self: False))
+    with pytest.raises(InputError, match="install pylibjpeg pylibjpeg-openjpeg") as err:
+        read_dicom(path)
+    assert err.value.code == ErrorCode.DEPENDENCY_MISSING and "JPEG 2000" in str(err.value)

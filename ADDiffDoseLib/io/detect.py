@@ -55,7 +55,10 @@ def is_dicom_file(path: Path) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    # no preamble: a dataset starting with a File Meta (0002,xxxx) or Identifying (0008,xxxx) element, little endian
+    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00")
 
 
 def _has_dicom(folder: Path, limit: int = 200) -> bool:

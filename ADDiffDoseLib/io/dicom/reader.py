@@ -82,6 +82,11 @@ def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy:
     series = select_study(path, scan(path), series_uid)
     by_mod = {m: [s for s in series if s.modality == m] for m in ("CT", "RTSTRUCT", "RTPLAN", "RTDOSE")}
     warnings: list[str] = []
+    no_meta = [f for s in series for f in s.files if not f.file_meta]
+    if no_meta:
+        kinds = ", ".join(sorted({f.modality for f in no_meta}))
+        warnings.append(f"{len(no_meta)} {kinds} file(s) without preamble / File Meta header, e.g. "
+                        f"{no_meta[0].path.name}: read with the transfer syntax pydicom guessed")
 
     rs_series = _pick(path, "RTSTRUCT", by_mod["RTSTRUCT"], series_uid, set())
     rs_ds = read_full(rs_series.files[0].path) if rs_series else None
