@@ -17,6 +17,23 @@ from .geometry import Grid
 PATIENT_POSITIONS = ("HFS", "FFS", "HFP", "FFP", "HFDR", "HFDL", "FFDR", "FFDL")
 TECHNIQUES = ("IMRT", "VMAT", "3D-CRT")
 
+#: A dose maximum above IMPLAUSIBLE_RX_FACTOR x the highest prescription, or above IMPLAUSIBLE_DOSE_GY when no
+#: prescription is known, is reported (a per-fraction dose taken as total, a wrong DoseGridScaling, cGy as Gy).
+IMPLAUSIBLE_RX_FACTOR = 1.5
+IMPLAUSIBLE_DOSE_GY = 100.0
+
+
+def implausible_dose(max_dose_gy: float, max_prescription_gy: float | None, how: str = "") -> str | None:
+    """The warning for a dose that cannot be right, or None. `how`: how the dose was obtained (named in it)."""
+    if max_prescription_gy:
+        limit, what = IMPLAUSIBLE_RX_FACTOR * max_prescription_gy, (
+            f"{IMPLAUSIBLE_RX_FACTOR:g} x the highest prescription ({max_prescription_gy:.4g} Gy)")
+    else:
+        limit, what = IMPLAUSIBLE_DOSE_GY, f"{IMPLAUSIBLE_DOSE_GY:g} Gy (no prescription known)"
+    if not max_dose_gy > limit:
+        return None
+    return f"implausible dose: maximum {max_dose_gy:.4g} Gy exceeds {what}" + (f"; {how}" if how else "")
+
 
 class Role(str, enum.Enum):
     TARGET = "target"

@@ -190,3 +190,36 @@ def test_evaluate_folders_of_nrrd_doses(nrrd_case, tmp_path, capsys):
     m = json.loads((tmp_path / "e.json").read_text())["cases"]["pt_201"]
     body = case.body_mask
     assert m["mae_body"] == pytest.approx(float(np.mean(0.02 * case.dose_gy[body])), rel=1e-3)
+
+
+def test_fraction_dose_without_plan_needs_fractions_and_is_flagged_everywhere(breast_dir, tmp_path, capsys):
+    """A Pinnacle-like FRACTION dose without its RT Plan: one error line asking for --fractions; with
+    --fractions 7 the 103 Gy maximum (no plan, so no prescription: the 100 Gy limit) is a warning on stderr and
+    in the JSON, CSV, inspect and HTML report, naming how the dose was scaled."""
+    import pydicom
+
+    folder = tmp_path / "pinnacle"
+    folder.mkdir()
+    ds = pydicom.dcmread(breast_dir / "rtdose.dcm")
+    ds.DoseSummationType = "FRACTION"
+    ds.save_as(folder / "rtdose.dcm")
+    shutil.copy(breast_dir / "rtss.dcm", folder / "rtss.dcm")
+    code, _, err = _run(capsys, "dvh", "--dose", folder)
+    assert code == 2
+    _one_error_line(err, "E104")
+    assert "--fractions N" in err
+    code, out, err = _run(capsys, "dvh", "--dose", folder, "--fractions", "7", "--json", tmp_path / "d.json",
+                          "--csv", tmp_path / "d.csv")
+    assert code == 0, err
+    expected = ("implausible dose: maximum 102.8 Gy exceeds 100 Gy (no prescription known); "
+                "DoseSummationType FRACTION, DoseGridScaling 1.4e-05, x 7 fractions (given)")
+    assert f"warning: {expected}" in err.splitlines()
+    assert expected in json.loads((tmp_path / "d.json").read_text())["warnings"]
+    assert f"# warning: {expected}" in (tmp_path / "d.csv").read_text().splitlines()
+    code, out, _ = _run(capsys, "inspect", folder, "--fractions", "7", "--json")
+    assert code == 0 and expected in json.loads(out)["warnings"]
+    code, _, err = _run(capsys, "evaluate", "--pred", breast_dir / "rtdose.dcm", "--ref", folder, "--fractions", "7",
+                        "--no-gamma", "--report", tmp_path / "r.html", "--json", tmp_path / "e.json")
+    assert code == 0 and expected in err
+    assert expected in json.loads((tmp_path / "e.json").read_text())["cases"]["pinnacle"]["warnings"]
+    assert "implausible dose: maximum 102.8 Gy" in (tmp_path / "r.html").read_text()

@@ -203,8 +203,30 @@ def test_relative_dose_needs_prescription(tmp_path, breast_dir):
 
 
 def test_fraction_dose_times_fractions(tmp_path, breast_dir):
-    case = read_dicom(_dose_variant(tmp_path, breast_dir, DoseSummationType="FRACTION"))
+    """A FRACTION dose is multiplied by the plan's fractions (7); as the breast dose is really a PLAN dose, the
+    result (103 Gy for a 14 Gy prescription) is flagged, naming how it was obtained. Without the RT Plan the
+    number of fractions must be given."""
+    folder = _dose_variant(tmp_path, breast_dir, DoseSummationType="FRACTION")
+    case = read_dicom(folder)
     assert case.dose_gy.max() == pytest.approx(7 * 14.680764, rel=1e-5)
+    (w,) = [w for w in case.warnings if w.startswith("implausible dose")]
+    assert "102.8 Gy exceeds 1.5 x the highest prescription (14 Gy)" in w
+    assert "DoseSummationType FRACTION, DoseGridScaling 1.4e-05, x 7 fractions (RT Plan)" in w
+    (folder / "rtplan.dcm").unlink()
+    with pytest.raises(InputError, match="number of fractions is unknown .*--fractions N") as err:
+        read_dicom(folder)
+    assert err.value.code == ErrorCode.MISSING_FIELD
+    case = read_dicom(folder, fractions=1)
+    assert case.dose_gy.max() == pytest.approx(14.680764, rel=1e-5)
+    assert not any(w.startswith("implausible") for w in case.warnings)  # 14.7 Gy, no prescription: < 100 Gy
+
+
+def test_implausible_dose_grid_scaling_flagged(tmp_path, breast_dir, breast_case):
+    assert not any(w.startswith("implausible") for w in breast_case.warnings)
+    case = read_dicom(_dose_variant(tmp_path, breast_dir, DoseGridScaling="0.0094"))  # 9,857 Gy
+    (w,) = [w for w in case.warnings if w.startswith("implausible dose")]
+    assert "maximum 9857 Gy exceeds 1.5 x the highest prescription (14 Gy)" in w
+    assert "DoseSummationType PLAN, DoseGridScaling 0.0094" in w
 
 
 def test_absolute_frame_offsets(tmp_path, breast_dir):

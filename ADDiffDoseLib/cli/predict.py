@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--couch", help="couch angle(s): one for all beams or one per beam")
     p.add_argument("--energy", type=float, help="nominal energy in MV (default 6)")
     p.add_argument("--technique", choices=("IMRT", "VMAT", "3D-CRT"), help="treatment technique")
-    p.add_argument("--fractions", type=int, help="number of fractions")
+    p.add_argument("--fractions", type=int, help="number of fractions (also: of a FRACTION RT Dose without its RT Plan)")
     p.add_argument("--rx", action="append", default=[], metavar="STRUCTURE=GY",
                    help="mark STRUCTURE as a target with this total prescription (repeatable)")
     p.add_argument("--normalize-d95", action="store_true", help="scale so the highest target's D95 equals its prescription")
@@ -99,7 +99,8 @@ def predict_one(in_path: Path, out_path: Path, args, progress=None) -> list[str]
     from ..model.predict import predict_case
 
     check_writable(out_path, args.overwrite)  # before minutes of prediction, not after
-    case = apply_overrides(read_case(in_path, data_root=args.data_root, series_uid=args.series), args)
+    case = apply_overrides(read_case(in_path, data_root=args.data_root, series_uid=args.series,
+                                     fractions=args.fractions), args)
     pred = predict_case(case, args.model, steps=args.steps, samples=args.samples, seed=args.seed,
                         device=args.device, normalize_d95=args.normalize_d95,
                         coverage_prior=not args.no_coverage_prior, progress=progress)

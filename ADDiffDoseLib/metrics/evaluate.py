@@ -71,7 +71,9 @@ def evaluate_case_full(pred, ref_case: Case, *, gamma: bool = True, constraints=
     if body is None:
         body = np.ones(ref_case.grid.shape, bool)
         log.warning("case %s has no body structure; the whole grid is used as body", ref_case.name)
-    m: dict = {"case": ref_case.name, "note": NOT_FOR_CLINICAL_USE}
+    m: dict = {"case": ref_case.name, "note": NOT_FOR_CLINICAL_USE, "warnings": list(ref_case.warnings)}
+    if isinstance(pred, Case):
+        m["warnings"] += [f"prediction: {w}" for w in pred.warnings]
     kbp = case_openkbp_scores(ref_case, pred_dose) if ref_case.body_mask is not None else None
     m["dose_score"] = kbp["dose_score"] if kbp else float("nan")
     m["dvh_score"] = kbp["dvh_score"] if kbp else float("nan")

@@ -264,7 +264,9 @@ def case_section(ev: Evaluation, ref_case: Case) -> str:
     shared = {"ct": ref_case.ct_hu, "body": body, "target": target}
     diff_png = _maps_figure(diff, ref_case.grid, centre, "prediction - reference [Gy] (green: target outline)",
                             "RdBu_r", Normalize(-lim, lim), colorbar_label="Gy", **shared)
-    parts = [f"<h2>Case {name}</h2>", _provenance_table(ev.metrics.get("provenance")), _metric_table(ev.metrics),
+    warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in ev.metrics.get("warnings") or [])
+    parts = [f"<h2>Case {name}</h2>", f'<ul class="warn">{warnings}</ul>' if warnings else "",
+             _provenance_table(ev.metrics.get("provenance")), _metric_table(ev.metrics),
              "<h3>Dose constraints</h3>", _constraint_table(ev.metrics), "<h3>DVH</h3>",
              f'<img alt="DVH {name}" src="{_dvh_figure(ev, name)}">',
              "<h3>Dose difference (prediction - reference)</h3>",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...case import Case, Plan, Role, Structure
+from ...case import Case, Plan, Role, Structure, implausible_dose
 from ...errors import ErrorCode, GeometryError, InputError
 from ...geometry import resample_to_grid
 from .body import body_from_ct
@@ -71,12 +71,16 @@ def _referenced_ct_sops(rs) -> set[str]:
     return out
 
 
-def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy: float | None = None) -> Case:
+def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy: float | None = None,
+               fractions: int | None = None) -> Case:
     """Read one study from a DICOM file or folder.
 
     series_uid picks the study (and that series when several of its kind exist); prescription_gy (total Gy)
-    overrides the plan's and is needed for RELATIVE dose. The case grid is the CT's; with no CT series of
+    overrides the plan's and is needed for RELATIVE dose; fractions overrides the plan's number of fractions
+    and is needed for a FRACTION dose without its RT Plan. The case grid is the CT's; with no CT series of
     at least two slices it is the RTDOSE grid. Structures are rasterized on it, dose resampled trilinearly.
+    A dose maximum that cannot be right (:func:`~ADDiffDoseLib.case.implausible_dose`) is a warning naming the
+    summation type, fractions and DoseGridScaling used.
     """
     path = Path(path)
     series = select_study(path, scan(path), series_uid)
@@ -102,7 +106,7 @@ def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy:
         warnings += plan_info.warnings
     rx = prescription_gy or (plan_info.prescription_gy if plan_info else None)
 
-    doses = _read_doses(path, series, by_mod["RTDOSE"], series_uid, plan_ds, plan_info, rx, warnings)
+    doses, how = _read_doses(path, by_mod["RTDOSE"], series_uid, plan_ds, plan_info, rx, fractions, warnings)
 
     frame_uid = ct.first.get("FrameOfReferenceUID") if ct else (doses[0][2] if doses else None)
     frame_uid = str(frame_uid) if frame_uid else None
@@ -131,6 +135,13 @@ def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy:
         rois = parse_rois(rs_ds, frame_uid, rs_series.files[0].path)
         structures, w = structures_from_rois(rois, grid, rx)
         warnings += w
+    if doses:
+        target_rx = [s.prescription_gy for s in structures.values() if s.role == Role.TARGET and s.prescription_gy]
+        top_rx = max([r for r in [rx, *target_rx] if r], default=None)
+        w = implausible_dose(float(dose_gy.max()), top_rx, how)
+        if w:
+            warnings.append(w)
+            log.warning("%s: %s", path, w)
     if not any(s.role == Role.EXTERNAL for s in structures.values()) and ct_hu is not None:
         structures["External"] = Structure("External", body_from_ct(ct_hu), Role.EXTERNAL,
                                            original_name="External (CT threshold)")
@@ -196,8 +207,9 @@ def read_rtstruct_on_grid(path: str | Path, grid, frame_of_reference_uid: str | 
     return structures_from_rois(parse_rois(ds, frame_of_reference_uid, path), grid, prescription_gy)
 
 
-def _read_doses(path, series, dose_series, series_uid, plan_ds, plan_info, rx, warnings):
-    """[(DoseData in Gy, series uid, frame uid, path)] to be summed: one PLAN dose, or all BEAM doses."""
+def _read_doses(path, dose_series, series_uid, plan_ds, plan_info, rx, fractions, warnings):
+    """([(DoseData in Gy, series uid, frame uid, path)] to be summed: one PLAN dose, or all BEAM doses;
+    how they were scaled, in words)."""
     files = [(s, f) for s in dose_series for f in s.files]
     if series_uid and any(s.series_uid == series_uid for s, _ in files):
         files = [(s, f) for s, f in files if s.series_uid == series_uid]
@@ -206,12 +218,12 @@ def _read_doses(path, series, dose_series, series_uid, plan_ds, plan_info, rx, w
         ds = read_full(f.path)
         loaded.append((read_rtdose(ds, f.path), s.series_uid, str(ds.get("FrameOfReferenceUID", "")), f.path))
     if not loaded:
-        return []
+        return [], ""
     plan_uid = str(plan_ds.get("SOPInstanceUID", "")) if plan_ds is not None else None
     kinds = {d[0].summation_type for d in loaded}
     if len(loaded) > 1:
         if kinds <= {"BEAM", "BEAM_SESSION", "CONTROL_POINT"} and len(kinds) == 1:
-            warnings.append(f"{len(loaded)} {kinds.pop()} doses summed")
+            warnings.append(f"{len(loaded)} {next(iter(kinds))} doses summed")
         else:
             plan_level = [d for d in loaded if d[0].summation_type in ("PLAN", "MULTI_PLAN")]
             linked = [d for d in plan_level if plan_uid and d[0].referenced_plan_uid == plan_uid]
@@ -220,19 +232,26 @@ def _read_doses(path, series, dose_series, series_uid, plan_ds, plan_info, rx, w
                 raise _ambiguous(path, f"{len(loaded)} RT Dose files of types {sorted(kinds)}",
                                  [s for s in dose_series])
             loaded = chosen
-    out = []
-    fractions = plan_info.plan.fractions if plan_info else None
+    plan_fractions = plan_info.plan.fractions if plan_info else None
+    if fractions and plan_fractions and int(fractions) != int(plan_fractions):
+        warnings.append(f"{fractions} fractions given; the RT Plan says {plan_fractions}")
+    n_fx, fx_source = (int(fractions), "given") if fractions else (plan_fractions, "RT Plan")
+    out, how = [], []
     for dd, suid, fuid, p in loaded:
+        step = f"DoseSummationType {dd.summation_type}, DoseGridScaling {dd.scaling:.6g}"
         if dd.units == "RELATIVE":
             if not rx:
                 raise InputError("DoseUnits RELATIVE: give the prescription (total Gy) to convert to Gy", path=p,
                                  code=ErrorCode.MISSING_FIELD)
             dd.dose = dd.dose * np.float32(rx / 100.0)  # RELATIVE taken as percent of the prescription
             warnings.append("RELATIVE dose taken as percent of the prescription")
+            step += f", RELATIVE as % of {rx:g} Gy"
         if dd.summation_type == "FRACTION":
-            if not fractions:
-                raise InputError("DoseSummationType FRACTION needs the number of fractions (RT Plan missing)",
-                                 path=p, code=ErrorCode.MISSING_FIELD)
-            dd.dose = dd.dose * np.float32(fractions)
+            if not n_fx:
+                raise InputError("DoseSummationType FRACTION: the number of fractions is unknown (no RT Plan); "
+                                 "give it with --fractions N", path=p, code=ErrorCode.MISSING_FIELD)
+            dd.dose = dd.dose * np.float32(n_fx)
+            step += f", x {n_fx} fractions ({fx_source})"
+        how.append(step)
         out.append((dd, suid, fuid, p))
-    return out
+    return out, "; ".join(dict.fromkeys(how))

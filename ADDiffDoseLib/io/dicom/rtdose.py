@@ -23,6 +23,7 @@ class DoseData:
     units: str
     summation_type: str
     referenced_plan_uid: str | None
+    scaling: float = 1.0  # DoseGridScaling applied
 
 
 def frame_order(ds: pydicom.Dataset, frames: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -90,4 +91,4 @@ def read_rtdose(ds: pydicom.Dataset, path: Path) -> DoseData:
     units = str(ds.get("DoseUnits", "GY") or "GY").upper()
     if units not in ("GY", "RELATIVE"):
         raise InputError(f"DoseUnits {units!r} unknown (GY or RELATIVE)", path=path, code=ErrorCode.INVALID_VALUE)
-    return DoseData(grid, dose, units, str(ds.get("DoseSummationType", "PLAN") or "PLAN").upper(), ref)
+    return DoseData(grid, dose, units, str(ds.get("DoseSummationType", "PLAN") or "PLAN").upper(), ref, scaling)
