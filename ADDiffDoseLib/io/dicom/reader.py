@@ -141,7 +141,6 @@ def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy:
         w = implausible_dose(float(dose_gy.max()), top_rx, how)
         if w:
             warnings.append(w)
-            log.warning("%s: %s", path, w)
     if not any(s.role == Role.EXTERNAL for s in structures.values()) and ct_hu is not None:
         structures["External"] = Structure("External", body_from_ct(ct_hu), Role.EXTERNAL,
                                            original_name="External (CT threshold)")
