@@ -45,3 +45,27 @@ def test_convert_ambiguous_folder_needs_series(breast_dir, tg119_dir, tmp_path, 
     assert main(["convert", str(tmp_path / "in"), str(tmp_path / "o"), "--to", "npz"]) == 2
     assert "E106" in capsys.readouterr().err
 
+
+
+def test_third_party_warnings_and_errors_are_one_line_each(tg119_dir, tmp_path, capsys):
+    """pydicom's warnings reach the user as our `warning:` lines (not Python warning blocks, not twice through
+    pydicom's logger); a damaged file is one error line."""
+    import shutil
+
+    from ADDiffDoseLib.cli.main import main as cli
+
+    raw = (tg119_dir / "ct" / "ct.050.dcm").read_bytes()
+    relabelled = raw.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2\x00\x00\x00")
+    folder = tmp_path / "tg"
+    shutil.copytree(tg119_dir, folder, ignore=shutil.ignore_patterns("*.npz"))
+    (folder / "ct" / "ct.050.dcm").write_bytes(relabelled)
+    assert cli(["convert", str(folder), str(tmp_path / "o"), "--to", "npz"]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "Expected implicit VR" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: pydicom: Expected implicit VR"), err
+    assert "UserWarning" not in err and "warnings.warn" not in err
+    at = raw.find(b"\x20\x00\x32\x00DS")
+    (folder / "ct" / "ct.050.dcm").write_bytes(raw[:at + 4] + b"ZZ" + raw[at + 6:])
+    assert cli(["inspect", str(folder / "ct" / "ct.050.dcm")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error E103 ") and "ct.050.dcm" in err[0], err

@@ -397,3 +397,36 @@ def test_missing_decoder_names_the_package(tmp_path, breast_dir, monkeypatch):
     with pytest.raises(InputError, match="install pylibjpeg pylibjpeg-openjpeg") as err:
         read_dicom(path)
     assert err.value.code == ErrorCode.DEPENDENCY_MISSING and "JPEG 2000" in str(err.value)
+
+
+def _relabel_implicit(src, dst):
+    """A CT slice written in explicit VR whose File Meta says implicit VR (seen in real exports): pydicom reads it,
+    warning 'Expected implicit VR, but found explicit VR'."""
+    raw = Path(src).read_bytes()
+    explicit, implicit = b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2\x00\x00\x00"  # same length, padded
+    assert raw.count(explicit) == 1
+    Path(dst).write_bytes(raw.replace(explicit, implicit))
+    return dst
+
+
+def test_pydicom_warnings_become_case_warnings(tmp_path, tg119_dir):
+    import warnings as pywarnings
+
+    folder = tmp_path / "ct"
+    for f in _copy_slices(tg119_dir, tmp_path / "src", n=3):
+        folder.mkdir(exist_ok=True)
+        _relabel_implicit(f, folder / f.name)
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("error")  # none may escape the reader
+        case = read_dicom(folder)
+    np.testing.assert_array_equal(case.ct_hu, read_dicom(tg119_dir).ct_hu[40:43])
+    found = [w for w in case.warnings if "Expected implicit VR, but found explicit VR" in w]
+    assert len(found) == 1 and found[0].startswith("pydicom: ") and "\n" not in found[0]
+
+
+def test_undecodable_element_is_one_error(tmp_path, tg119_dir):
+    raw = (tg119_dir / "ct" / "ct.050.dcm").read_bytes()
+    at = raw.find(b"\x20\x00\x32\x00DS")  # ImagePositionPatient with an unknown VR
+    (tmp_path / "ct.dcm").write_bytes(raw[:at + 4] + b"ZZ" + raw[at + 6:])
+    with pytest.raises(InputError, match=r"E103 .*ct.dcm: unreadable DICOM header: Unknown Value Representation 'ZZ' in tag \(0020,0032\)"):
+        read_dicom(tmp_path / "ct.dcm")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import sys
 from pathlib import Path
 
 from .. import NOT_FOR_CLINICAL_USE
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     case = read_case(args.input, series_uid=args.series, fractions=args.fractions)
     for w in case.warnings:
-        log.warning("%s", w)
+        print(f"warning: {w}", file=sys.stderr)
     written = convert_case(case, args.output_dir, args.to, args.overwrite)
     print(f"wrote {len(written)} file(s) to {args.output_dir} ({NOT_FOR_CLINICAL_USE})")
     return 0

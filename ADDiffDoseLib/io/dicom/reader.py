@@ -16,7 +16,7 @@ from .pixels import read_full
 from .rtdose import read_rtdose
 from .rtplan import read_rtplan
 from .rtstruct import parse_rois, structures_from_rois
-from .scan import SeriesInfo, scan
+from .scan import SeriesInfo, scan, third_party_warnings
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,15 @@ def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy:
     and is needed for a FRACTION dose without its RT Plan. The case grid is the CT's; with no CT series of
     at least two slices it is the RTDOSE grid. Structures are rasterized on it, dose resampled trilinearly.
     A dose maximum that cannot be right (:func:`~ADDiffDoseLib.case.implausible_dose`) is a warning naming the
-    summation type, fractions and DoseGridScaling used.
+    summation type, fractions and DoseGridScaling used; pydicom's own warnings become case warnings (one line each).
     """
-    path = Path(path)
+    caught: list[str] = []
+    with third_party_warnings(caught):
+        case = _read_study(Path(path), series_uid, prescription_gy, fractions)
+    return case.replace(warnings=(*case.warnings, *caught)) if caught else case
+
+
+def _read_study(path: Path, series_uid, prescription_gy, fractions) -> Case:
     series = select_study(path, scan(path), series_uid)
     by_mod = {m: [s for s in series if s.modality == m] for m in ("CT", "RTSTRUCT", "RTPLAN", "RTDOSE")}
     warnings: list[str] = []
@@ -199,11 +205,15 @@ def read_rtstruct_on_grid(path: str | Path, grid, frame_of_reference_uid: str | 
     planning systems do). Contours of another frame of reference than `frame_of_reference_uid` are refused.
     Returns (name -> Structure with a bool mask of grid.shape, warnings)."""
     path = Path(path)
-    ds = read_full(path)
-    if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
-        raise InputError(f"not an RT Structure Set (Modality {ds.get('Modality', '')!s})", path=path,
-                         code=ErrorCode.UNSUPPORTED_FORMAT)
-    return structures_from_rois(parse_rois(ds, frame_of_reference_uid, path), grid, prescription_gy)
+    caught: list[str] = []
+    with third_party_warnings(caught):
+        ds = read_full(path)
+        if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
+            raise InputError(f"not an RT Structure Set (Modality {ds.get('Modality', '')!s})", path=path,
+                             code=ErrorCode.UNSUPPORTED_FORMAT)
+        structures, warnings = structures_from_rois(parse_rois(ds, frame_of_reference_uid, path), grid,
+                                                    prescription_gy)
+    return structures, warnings + caught
 
 
 def _read_doses(path, dose_series, series_uid, plan_ds, plan_info, rx, fractions, warnings):

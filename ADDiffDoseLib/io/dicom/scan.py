@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ...errors import ErrorCode, InputError
+from ...errors import ErrorCode, InputError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,21 @@ _REQUIRED_WITHOUT_META = {
 _UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
+@contextmanager
+def third_party_warnings(sink: list[str]):
+    """Warnings that pydicom (or numpy) issues inside the block become one-line entries of `sink` (the case's
+    warnings) instead of multi-line Python warnings on stderr; each distinct message once (a file is read
+    more than once: header scan, then in full)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    found = []
+    for w in caught:
+        source = (w.filename or "").replace("\\", "/").split("/site-packages/")[-1].split("/")[0] or "python"
+        found.append(f"{source}: {one_line(w.message)}")
+    sink += [t for t in dict.fromkeys(found) if t not in sink]
+
+
 def has_file_meta(ds: pydicom.Dataset) -> bool:
     """Whether the dataset came with a File Meta header (and so a known transfer syntax)."""
     meta = getattr(ds, "file_meta", None)
@@ -72,7 +89,7 @@ def dcmread_lenient(path: Path, *, stop_before_pixels: bool) -> pydicom.Dataset:
     rtstruct.dcm) is read with force=True and kept only if it is a CT, RT Structure Set, RT Plan or RT Dose
     with the elements we need. InvalidDicomError (naming what is missing) otherwise."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return _converted(pydicom.dcmread(path, stop_before_pixels=stop_before_pixels))
     except InvalidDicomError:
         pass
     from .uids import SOP_CLASS_MODALITY
@@ -89,6 +106,15 @@ def dcmread_lenient(path: Path, *, stop_before_pixels: bool) -> pydicom.Dataset:
     missing = [k for k in _UIDS + _REQUIRED_WITHOUT_META[modality] if ds.get(k) in (None, "")]
     if missing:
         raise InvalidDicomError(f"{modality} without File Meta header lacks {', '.join(missing)}")
+    return _converted(ds)
+
+
+def _converted(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """Convert the top-level raw values now (pydicom does it lazily), so that an undecodable one (an unknown VR)
+    fails while reading, where the file is known; sequence items stay lazy (converting a large RT Structure Set's
+    contours costs seconds)."""
+    for _ in ds:
+        pass
     return ds
 
 
