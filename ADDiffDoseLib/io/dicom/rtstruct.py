@@ -12,6 +12,7 @@ import pydicom
 from ...case import Role, Structure
 from ...errors import ErrorCode, GeometryError, InputError
 from ...geometry import Grid
+from ...names import is_derived_structure
 from .rasterize import rasterize_contours
 
 TARGET_TYPES = ("PTV", "CTV", "GTV")  # outermost first
@@ -93,6 +94,8 @@ def role_of(name: str, interpreted_type: str, name_role: Role | None = None) -> 
     PTV.../CTV.../GTV... -> TARGET, known organs -> OAR, helpers -> OTHER)."""
     t = interpreted_type.upper()
     low = name.lower().replace(" ", "_")
+    if is_derived_structure(name):  # SBRT rings 'D2CM ...' typed PTV, 'Cord_PRV5' typed ORGAN
+        return Role.OTHER
     if t == "EXTERNAL":
         return Role.EXTERNAL
     if t in TARGET_TYPES:
