@@ -76,6 +76,11 @@ class Structure:
     def is_empty(self) -> bool:
         return not bool(self.mask.any())
 
+    @property
+    def label(self) -> str:
+        """The name as read with the normalized name beside it when they differ: 'Lt Lung (Lung_L)'."""
+        return self.original_name if self.original_name == self.name else f"{self.original_name} ({self.name})"
+
     def volume_cc(self, grid: Grid) -> float:
         return float(self.mask.sum()) * grid.voxel_volume_cc
 
@@ -271,6 +276,15 @@ class Case:
 
     def with_warning(self, *messages: str) -> "Case":
         return replace(self, warnings=self.warnings + tuple(messages))
+
+    def names_as_read(self, max_length: int | None = None) -> dict[str, str]:
+        """Structure key -> its name as read ('BODY', 'Lt Lung'), for writers; the normalized name where two names
+        as read would clash. `max_length`: cut to it (DICOM ROIName: 64)."""
+        out: dict[str, str] = {}
+        for key, s in self.structures.items():
+            name = (s.original_name or key)[:max_length]
+            out[key] = name if name not in out.values() else key[:max_length]
+        return out
 
     def problems(self) -> list[str]:
         """What `inspect` warns about: empty structures, targets without prescription, no body, no target."""

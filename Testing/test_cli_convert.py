@@ -69,3 +69,50 @@ def test_third_party_warnings_and_errors_are_one_line_each(tg119_dir, tmp_path, 
     assert cli(["inspect", str(folder / "ct" / "ct.050.dcm")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error E103 ") and "ct.050.dcm" in err[0], err
+
+
+def test_names_as_read_survive_dicom_and_nrrd_round_trips(breast_dir, tmp_path, capsys):
+    """The breast study's names ('BODY', 'Lt Lung', 'Tumor Bed') are written as read into the RTSTRUCT and the
+    seg.nrrd, and read back with the same normalized names; DVH rows show both."""
+    import csv as csvlib
+
+    import pydicom
+
+    from ADDiffDoseLib.cli.main import main as cli
+
+    case = read_case(breast_dir)
+    as_read = {k: s.original_name for k, s in case.structures.items()}
+    assert as_read["External"] == "BODY" and as_read["Lung_L"] == "Lt Lung"
+    assert cli(["convert", str(breast_dir), str(tmp_path / "dcm"), "--to", "dicom"]) == 0
+    rs = pydicom.dcmread(tmp_path / "dcm" / "RS.dcm")
+    assert {r.ROIName for r in rs.StructureSetROISequence} == set(as_read.values())
+    back = read_case(tmp_path / "dcm")
+    assert {k: s.original_name for k, s in back.structures.items()} == as_read
+    assert cli(["convert", str(breast_dir), str(tmp_path / "nrrd"), "--to", "nrrd"]) == 0
+    seg = itk_segments(tmp_path / "nrrd" / "segmentation.seg.nrrd", case.grid)
+    assert set(seg) == set(as_read.values())
+    back = read_case(tmp_path / "nrrd")
+    assert {k: s.original_name for k, s in back.structures.items()} == as_read
+    assert {k: s.role for k, s in back.structures.items()} == {k: s.role for k, s in case.structures.items()}
+    assert cli(["dvh", "--dose", str(breast_dir), "--csv", str(tmp_path / "d.csv")]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:3] == ["Lt", "Lung", "Lung_L"] for line in out.splitlines()), out
+    rows = list(csvlib.DictReader(ln for ln in (tmp_path / "d.csv").read_text().splitlines() if not ln.startswith("#")))
+    assert {(r["structure"], r["normalized_name"]) for r in rows} >= {("BODY", "External"), ("Lt Lung", "Lung_L")}
+
+
+def test_ring_typed_ptv_is_not_a_target(breast_dir, tmp_path):
+    """An SBRT ring 'D2CM PTV' typed PTV gets neither the target role nor the plan's prescription."""
+    import pydicom
+    import shutil
+
+    folder = tmp_path / "b"
+    shutil.copytree(breast_dir, folder)
+    ds = pydicom.dcmread(folder / "rtss.dcm")
+    roi = next(r for r in ds.StructureSetROISequence if r.ROIName == "Tumor Bed Block")
+    roi.ROIName = "D2CM PTV"
+    obs = next(o for o in ds.RTROIObservationsSequence if o.ReferencedROINumber == roi.ROINumber)
+    obs.RTROIInterpretedType = "PTV"
+    ds.save_as(folder / "rtss.dcm")
+    s = read_case(folder).structures["D2CM PTV"]
+    assert s.role.value == "other" and s.prescription_gy is None

@@ -31,7 +31,7 @@ def test_dvh_openkbp_json_csv(openkbp_npz, tmp_path, capsys):
     assert code == 0 and "PTV70" in out and "NOT FOR CLINICAL USE" in out
     doc = json.loads((tmp_path / "d.json").read_text())
     case = read_openkbp_npz(openkbp_npz)
-    rows = {r["structure"]: r for r in doc["rows"]}
+    rows = {r["normalized_name"]: r for r in doc["rows"]}
     assert rows["SpinalCord"]["max_gy"] == pytest.approx(float(case.dose_gy[case.structures["SpinalCord"].mask].max()))
     assert doc["curves"]["PTV70"]["volume_pct"][0] == 100
     lines = (tmp_path / "d.csv").read_text().splitlines()
@@ -64,7 +64,7 @@ def test_dvh_pyradplan_plan(pyradplan_dir, data_dir, tmp_path, capsys):
     plan = pyradplan_dir / "validation" / "pt_204_0.npz"
     code, out, _ = _run(capsys, "dvh", "--dose", plan, "--data-root", data_dir, "--json", tmp_path / "p.json")
     assert code == 0 and "PTV70" in out
-    rows = {r["structure"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
+    rows = {r["normalized_name"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
     # the plans are scaled so that the highest target's D95 is its prescription (data README)
     assert rows["PTV70"]["d95pct_gy"] == pytest.approx(70.0, abs=0.3)
 
@@ -76,8 +76,8 @@ def test_dvh_dicom_breast_rtdose_with_lone_rtstruct(breast_dir, tmp_path, capsys
     assert code == 0 and "Lung_L" in out, err
     code, _, _ = _run(capsys, "dvh", "--dose", breast_dir, "--json", tmp_path / "folder.json")
     assert code == 0
-    files = {r["structure"]: r for r in json.loads((tmp_path / "files.json").read_text())["rows"]}
-    folder = {r["structure"]: r for r in json.loads((tmp_path / "folder.json").read_text())["rows"]}
+    files = {r["normalized_name"]: r for r in json.loads((tmp_path / "files.json").read_text())["rows"]}
+    folder = {r["normalized_name"]: r for r in json.loads((tmp_path / "folder.json").read_text())["rows"]}
     assert set(files) == set(folder) and "Areola" not in files  # no contours: a warning, not a row
     for name in files:
         for key in ("volume_cc", "mean_gy", "max_gy", "d95pct_gy"):
@@ -120,9 +120,9 @@ def test_dvh_nrrd_folder_and_files(nrrd_case, openkbp_npz, tmp_path, capsys):
     assert _run(capsys, "dvh", "--dose", folder, "--json", tmp_path / "folder.json")[0] == 0
     assert _run(capsys, "dvh", "--dose", folder / "dose.nrrd", "--structures", folder / "segmentation.seg.nrrd",
                 "--json", tmp_path / "files.json")[0] == 0
-    kbp = {r["structure"]: r for r in json.loads((tmp_path / "kbp.json").read_text())["rows"]}
+    kbp = {r["normalized_name"]: r for r in json.loads((tmp_path / "kbp.json").read_text())["rows"]}
     for out in ("folder.json", "files.json"):
-        rows = {r["structure"]: r for r in json.loads((tmp_path / out).read_text())["rows"]}
+        rows = {r["normalized_name"]: r for r in json.loads((tmp_path / out).read_text())["rows"]}
         for name in ("PTV70", "SpinalCord", "Brainstem"):
             for key in ("volume_cc", "mean_gy", "max_gy"):
                 assert rows[name][key] == pytest.approx(kbp[name][key], rel=1e-4), (out, name, key)

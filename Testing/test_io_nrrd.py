@@ -64,7 +64,8 @@ def test_overlapping_segments_use_layers(case, tmp_path):
     write_segmentation_nrrd(tmp_path / "s.seg.nrrd", case)
     seg = slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))
     assert seg["voxels"].ndim == 4  # PTVs overlap organs and the body
-    assert {s["name"] for s in seg["segments"]} == set(case.structures)
+    assert {s["id"] for s in seg["segments"]} == set(case.structures)  # the name is the name as read
+    assert {s["name"] for s in seg["segments"]} == {s.original_name for s in case.structures.values()}
     for key, s in case.structures.items():
         np.testing.assert_array_equal(slicerio.segment_mask(seg, key).transpose(2, 1, 0), s.mask)
     with pytest.raises(OutputError) as e:
@@ -161,7 +162,7 @@ def test_itk_reads_every_nrrd_we_write(case, tmp_path):
     write_dose_std_nrrd(tmp_path / "std.nrrd", case.dose_gy * 0.1, case.grid, "std")
     assert assert_itk_volume(tmp_path / "std.nrrd", case.dose_gy * np.float32(0.1), case.grid)[DOSE_UNIT_FIELD] == "Gy"
     write_segmentation_nrrd(tmp_path / "s.seg.nrrd", case)
-    masks = itk_segments(tmp_path / "s.seg.nrrd", case.grid)
-    assert set(masks) == set(case.structures)
-    for key, s in case.structures.items():
-        np.testing.assert_array_equal(masks[key], s.mask)
+    masks = itk_segments(tmp_path / "s.seg.nrrd", case.grid)  # by segment name: the names as read
+    assert set(masks) == {s.original_name for s in case.structures.values()}
+    for s in case.structures.values():
+        np.testing.assert_array_equal(masks[s.original_name], s.mask)

@@ -21,12 +21,12 @@ from ..case import implausible_dose
 from ..errors import DoseError, ErrorCode, InputError
 from ..geometry import resample_to_grid
 from ..io.atomic import write_text_atomic
-from ..metrics.dvh import case_dvhs, dvh_row
+from ..metrics.dvh import case_dvhs, structure_row
 from ..metrics.evaluate import to_jsonable
 from ..metrics.loading import (is_prediction_file, read_any_case, read_dose_input, read_prediction_dose,
                                read_structures_for_dose)
 
-COLUMNS = ("structure", "role", "volume_cc", "mean_gy", "min_gy", "max_gy", "d0.1cc_gy", "d2pct_gy", "d50pct_gy",
+COLUMNS = ("structure", "normalized_name", "role", "volume_cc", "mean_gy", "min_gy", "max_gy", "d0.1cc_gy", "d2pct_gy", "d50pct_gy",
            "d95pct_gy", "d98pct_gy")
 
 
@@ -77,10 +77,11 @@ def _load_inputs(args):
 
 
 def _table(rows) -> str:
-    lines = [" ".join(f"{c[:10]:>10}" if i else f"{c:<16}" for i, c in enumerate(COLUMNS))]
+    head = ["structure (as read)", "normalized"]
+    lines = [f"{head[0]:<20} {head[1]:<16} " + " ".join(f"{c[:10]:>10}" for c in COLUMNS[2:])]
     for r in rows:
-        cells = [f"{r['structure'][:16]:<16}", f"{r['role'][:10]:>10}"]
-        cells += [f"{r[c]:>10.2f}" for c in COLUMNS[2:]]
+        cells = [f"{r['structure'][:20]:<20}", f"{r['normalized_name'][:16]:<16}", f"{r['role'][:10]:>10}"]
+        cells += [f"{r[c]:>10.2f}" for c in COLUMNS[3:]]
         lines.append(" ".join(cells))
     return "\n".join(lines)
 
@@ -89,7 +90,7 @@ def run(args) -> int:
     case, dose, dose_grid, warnings = _load(args)
     mode = "slicerrt" if args.slicerrt else "native"
     dvhs = case_dvhs(case, np.asarray(dose, np.float32), mode, dose_grid=dose_grid)
-    rows = [dvh_row(d, case.structures[k].role.value, case.structures[k].prescription_gy) for k, d in dvhs.items()]
+    rows = [structure_row(d, case.structures[k]) for k, d in dvhs.items()]
     print(_table(rows))
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -97,7 +98,8 @@ def run(args) -> int:
     if args.json:
         doc = {"note": NOT_FOR_CLINICAL_USE, "case": case.name, "mode": mode, "dose": str(args.dose),
                "structures_input": str(args.structures or args.dose), "warnings": warnings,
-               "rows": rows, "curves": {k: {"dose_gy": d.dose_bins_gy.tolist(), "volume_pct": d.volume_pct.tolist()}
+               "rows": rows, "curves": {k: {"structure": case.structures[k].original_name, "dose_gy": d.dose_bins_gy.tolist(),
+                                            "volume_pct": d.volume_pct.tolist()}
                                         for k, d in dvhs.items()}}
         write_text_atomic(args.json, json.dumps(to_jsonable(doc), indent=1, allow_nan=False), args.overwrite)
     if args.csv:

@@ -9,6 +9,7 @@ segmentation covers only part of it.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,8 @@ def _read_segmentation(path: Path, reference_grid: Grid | None, mapping) -> tupl
     structures = {}
     for segment, seg_name, info in zip(segments, seg_names, infos):
         original = str(_segment_tags(segment).get(_TAG_ORIGINAL) or seg_name)
+        if _TAG_ROLE in _segment_tags(segment) and segment.get("id") and not (mapping and seg_name in mapping):
+            info = replace(info, name=str(segment["id"]))  # our own file: the ID is the normalized name we wrote
         mask = slicerio.segment_mask(seg, segment).transpose(2, 1, 0)  # (i, j, k) -> (k, j, i)
         if not seg_grid.same_as(grid):
             mask = resample_to_grid(mask, seg_grid, grid, order=0)
@@ -193,12 +196,13 @@ def write_segmentation_nrrd(path: str | Path, case: Case, overwrite: bool = Fals
     seg["containedRepresentationNames"] = ["Binary labelmap", "Closed surface"]
     seg["masterRepresentation"] = "Binary labelmap"
     seg["referenceImageExtentOffset"] = [0, 0, 0]
+    names = case.names_as_read()  # the names as read ('BODY'); the normalized name is the segment ID
     palette = _default_colors(len(case.structures))
     for (key, s), color in zip(case.structures.items(), palette):
         tags = {_TAG_ROLE: s.role.value, _TAG_RX: "" if s.prescription_gy is None else f"{s.prescription_gy:g}",
                 _TAG_ORIGINAL: s.original_name or key}
         slicerio.add_segment(seg, s.mask.transpose(2, 1, 0),
-                             {"id": key, "name": key, "color": list(s.color_rgb or color), "tags": tags})
+                             {"id": key, "name": names[key], "color": list(s.color_rgb or color), "tags": tags})
     with atomic_path(path, overwrite) as tmp:
         slicerio.write_segmentation(str(tmp), seg)
     return path

@@ -214,9 +214,11 @@ def compute_dvh(
 DEFAULT_TABLE_METRICS = ("D0.1cc", "D2%", "D50%", "D95%", "D98%")
 
 
-def dvh_row(dvh: DVH, role: str = "", prescription_gy: float | None = None) -> dict:
-    """A flat table row: volume, mean/min/max, D0.1cc, D2/50/95/98 %, and V95%Rx for targets."""
-    row = {"structure": dvh.name, "role": role, "mode": dvh.mode, "volume_cc": dvh.volume_cc,
+def dvh_row(dvh: DVH, role: str = "", prescription_gy: float | None = None, original_name: str | None = None) -> dict:
+    """A flat table row: the structure's name as read (`original_name`, default the DVH's name) and its normalized
+    name, volume, mean/min/max, D0.1cc, D2/50/95/98 %, and V95%Rx for targets."""
+    row = {"structure": original_name or dvh.name, "normalized_name": dvh.name, "role": role, "mode": dvh.mode,
+           "volume_cc": dvh.volume_cc,
            "mean_gy": dvh.mean_gy, "min_gy": dvh.min_gy, "max_gy": dvh.max_gy,
            "d0.1cc_gy": dvh.d_cc(0.1), "d2pct_gy": dvh.d_percent(2), "d50pct_gy": dvh.d_percent(50),
            "d95pct_gy": dvh.d_percent(95), "d98pct_gy": dvh.d_percent(98)}
@@ -240,4 +242,9 @@ def dvh_table(case: Case, dose_gy: np.ndarray | None = None, mode: str = "native
               *, dose_grid: Grid | None = None) -> list[dict]:
     """One row (see :func:`dvh_row`) per non-empty structure of `case`."""
     dvhs = case_dvhs(case, dose_gy, mode, dose_grid=dose_grid)
-    return [dvh_row(d, case.structures[k].role.value, case.structures[k].prescription_gy) for k, d in dvhs.items()]
+    return [structure_row(d, case.structures[k]) for k, d in dvhs.items()]
+
+
+def structure_row(dvh: DVH, structure) -> dict:
+    """:func:`dvh_row` of a case's Structure (role, prescription, name as read)."""
+    return dvh_row(dvh, structure.role.value, structure.prescription_gy, structure.original_name)

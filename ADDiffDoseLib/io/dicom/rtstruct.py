@@ -94,10 +94,10 @@ def role_of(name: str, interpreted_type: str, name_role: Role | None = None) -> 
     PTV.../CTV.../GTV... -> TARGET, known organs -> OAR, helpers -> OTHER)."""
     t = interpreted_type.upper()
     low = name.lower().replace(" ", "_")
-    if is_derived_structure(name):  # SBRT rings 'D2CM ...' typed PTV, 'Cord_PRV5' typed ORGAN
-        return Role.OTHER
     if t == "EXTERNAL":
         return Role.EXTERNAL
+    if is_derived_structure(name):  # SBRT rings 'D2CM ...' typed PTV, 'Cord_PRV5' typed ORGAN: never targets/organs
+        return Role.OTHER
     if t in TARGET_TYPES:
         return Role.TARGET
     if t == "ORGAN":
@@ -154,6 +154,8 @@ def structures_from_rois(rois: list[RoiData], grid: Grid, plan_rx_gy: float | No
                 named_rx[roi.number] = plan_rx_gy
     out: dict[str, Structure] = {}
     for roi, mask, role, key in built:
+        if role == Role.EXTERNAL and "External" not in out and not any(b[3] == "External" for b in built):
+            key = "External"  # typed EXTERNAL under any name ('Outer Contour', 'possible_dose_mask')
         if key in out:
             key = f"{key}_{roi.number}"
         out[key] = Structure(key, mask, role, named_rx.get(roi.number) if role == Role.TARGET else None,
