@@ -19,9 +19,9 @@ import numpy as np
 from .. import NOT_FOR_CLINICAL_USE
 from ..case import implausible_dose
 from ..errors import DoseError, ErrorCode, InputError
-from ..geometry import resample_to_grid
+from ..geometry import resample_to_grid, voxels_inside
 from ..io.atomic import write_text_atomic
-from ..metrics.dvh import case_dvhs, structure_row
+from ..metrics.dvh import case_dvhs, dvh_warnings, structure_row
 from ..metrics.evaluate import to_jsonable
 from ..metrics.loading import (is_prediction_file, read_any_case, read_dose_input, read_prediction_dose,
                                read_structures_for_dose)
@@ -69,10 +69,18 @@ def _load_inputs(args):
     struct_case = read_structures_for_dose(args.structures, dose_grid, dose_case, data_root=args.data_root,
                                            fractions=args.fractions)
     if not dose_grid.same_as(struct_case.grid) and struct_case.ct_hu is None:
+        clipped = []
+        for s in struct_case.structures.values():
+            total, inside = int(s.mask.sum()), voxels_inside(s.mask, struct_case.grid, dose_grid)
+            if inside < total:
+                vcc = struct_case.grid.voxel_volume_cc
+                clipped.append(f"structure {s.original_name!r} lies partly outside the dose grid: "
+                               f"{inside * vcc:.1f} of {total * vcc:.1f} cc inside")
         moved = {k: s.__class__(s.name, resample_to_grid(s.mask, struct_case.grid, dose_grid, order=0), s.role,
                                 s.prescription_gy, s.original_name, s.color_rgb)
                  for k, s in struct_case.structures.items()}
-        struct_case = struct_case.replace(grid=dose_grid, structures=moved, ct_hu=None, dose_gy=None)
+        struct_case = struct_case.replace(grid=dose_grid, structures=moved, ct_hu=None, dose_gy=None,
+                                          warnings=(*struct_case.warnings, *clipped))
     return struct_case, dose, dose_grid, dose_case
 
 
@@ -91,6 +99,7 @@ def run(args) -> int:
     mode = "slicerrt" if args.slicerrt else "native"
     dvhs = case_dvhs(case, np.asarray(dose, np.float32), mode, dose_grid=dose_grid)
     rows = [structure_row(d, case.structures[k]) for k, d in dvhs.items()]
+    warnings = list(dict.fromkeys([*warnings, *dvh_warnings(dvhs, case)]))
     print(_table(rows))
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
