@@ -17,6 +17,23 @@ from .geometry import Grid
 PATIENT_POSITIONS = ("HFS", "FFS", "HFP", "FFP", "HFDR", "HFDL", "FFDR", "FFDL")
 TECHNIQUES = ("IMRT", "VMAT", "3D-CRT")
 
+#: A dose maximum above IMPLAUSIBLE_RX_FACTOR x the highest prescription, or above IMPLAUSIBLE_DOSE_GY when no
+#: prescription is known, is reported (a per-fraction dose taken as total, a wrong DoseGridScaling, cGy as Gy).
+IMPLAUSIBLE_RX_FACTOR = 1.5
+IMPLAUSIBLE_DOSE_GY = 100.0
+
+
+def implausible_dose(max_dose_gy: float, max_prescription_gy: float | None, how: str = "") -> str | None:
+    """The warning for a dose that cannot be right, or None. `how`: how the dose was obtained (named in it)."""
+    if max_prescription_gy:
+        limit, what = IMPLAUSIBLE_RX_FACTOR * max_prescription_gy, (
+            f"{IMPLAUSIBLE_RX_FACTOR:g} x the highest prescription ({max_prescription_gy:.4g} Gy)")
+    else:
+        limit, what = IMPLAUSIBLE_DOSE_GY, f"{IMPLAUSIBLE_DOSE_GY:g} Gy (no prescription known)"
+    if not max_dose_gy > limit:
+        return None
+    return f"implausible dose: maximum {max_dose_gy:.4g} Gy exceeds {what}" + (f"; {how}" if how else "")
+
 
 class Role(str, enum.Enum):
     TARGET = "target"
@@ -58,6 +75,11 @@ class Structure:
     @property
     def is_empty(self) -> bool:
         return not bool(self.mask.any())
+
+    @property
+    def label(self) -> str:
+        """The name as read with the normalized name beside it when they differ: 'Lt Lung (Lung_L)'."""
+        return self.original_name if self.original_name == self.name else f"{self.original_name} ({self.name})"
 
     def volume_cc(self, grid: Grid) -> float:
         return float(self.mask.sum()) * grid.voxel_volume_cc
@@ -254,6 +276,15 @@ class Case:
 
     def with_warning(self, *messages: str) -> "Case":
         return replace(self, warnings=self.warnings + tuple(messages))
+
+    def names_as_read(self, max_length: int | None = None) -> dict[str, str]:
+        """Structure key -> its name as read ('BODY', 'Lt Lung'), for writers; the normalized name where two names
+        as read would clash. `max_length`: cut to it (DICOM ROIName: 64)."""
+        out: dict[str, str] = {}
+        for key, s in self.structures.items():
+            name = (s.original_name or key)[:max_length]
+            out[key] = name if name not in out.values() else key[:max_length]
+        return out
 
     def problems(self) -> list[str]:
         """What `inspect` warns about: empty structures, targets without prescription, no body, no target."""

@@ -53,7 +53,7 @@ class ADDiffDoseError(Exception):
     def __init__(self, message: str, *, path: str | Path | None = None, code: ErrorCode | None = None):
         self.code = code or self.default_code
         self.path = str(path) if path is not None else None
-        self.message = message
+        self.message = one_line(message)
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -62,6 +62,11 @@ class ADDiffDoseError(Exception):
 
     def __reduce__(self):  # keep picklable for multiprocessing workers
         return (_rebuild, (type(self), self.message, self.path, self.code))
+
+
+def one_line(text) -> str:
+    """`text` on one line (third-party messages, e.g. pydicom's, often span several)."""
+    return " ".join(str(text).split())
 
 
 def _rebuild(cls, message, path, code):

@@ -174,6 +174,14 @@ class Grid:
         return cls(tuple(d["shape"]), d["spacing_mm"], d["origin_lps"], d["direction"])
 
 
+def voxels_inside(mask: np.ndarray, grid: Grid, other: Grid) -> int:
+    """How many voxels of `mask` (on `grid`) have their centre inside `other` (within half a voxel of its outer
+    voxel centres), e.g. how much of a structure a dose grid covers."""
+    idx = other.lps_to_index(grid.index_to_lps(np.argwhere(mask)))
+    upper = np.asarray(other.shape) - 0.5
+    return int(np.count_nonzero(np.all((idx >= -0.5) & (idx <= upper), axis=1)))
+
+
 def resample_to_grid(array: np.ndarray, source: Grid, target: Grid, *, order: int = 1, fill: float = 0.0) -> np.ndarray:
     """Resample `array` (on `source`) onto `target` by physical position.
 

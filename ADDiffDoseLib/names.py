@@ -62,7 +62,7 @@ _organ("Heart")
 _organ("Eye", "Globe", lateral=True)
 _organ("Eyes")
 _organ("Lens", lateral=True)
-_organ("OpticNrv", "Optic Nerve", "OpticNerve", "ON", lateral=True)
+_organ("OpticNrv", "Optic Nerve", "OpticNerve", "ON", "Optic Nrv", "Opt Nerve", "Opt Nrv", "OpticN", lateral=True)
 _organ("OpticChiasm", "Chiasm", "Chiasim", "Optic Chiasm")
 _organ("Cochlea", lateral=True)
 _organ("Trachea")
@@ -74,7 +74,8 @@ _organ("Liver")
 _organ("Kidney", lateral=True)
 _organ("Bladder")
 _organ("Rectum")
-_organ("Femur_Head", "Femoral Head", "FemoralHead", "Femur Head", lateral=True)
+_organ("Femur_Head", "Femoral Head", "FemoralHead", "Femur Head", "Femoral Hd", "Fem Head", "Femur Hd", "Fem Hd",
+       "Hip", lateral=True)
 _organ("Breast", lateral=True)
 _organ("Stomach")
 _organ("Bowel", "Bowel Bag", "BowelBag", "Small Bowel", "SmallBowel", "Bowel_Small")
@@ -88,7 +89,14 @@ _RIGHT = {"r", "rt", "right", "rgt"}
 # words marking a helper/derived structure (checked per token, lower case)
 _HELPER_TOKENS = {"prv", "ring", "opt", "optim", "avoid", "avd", "dose", "hot", "cold", "dummy", "help", "helper",
                   "temp", "tmp", "exp", "expand", "mm", "crop", "cropped", "minus", "plus", "shell", "wall",
-                  "control", "block", "bolus", "couch", "table", "total", "all", "sum", "union", "eval", "ptvopt"}
+                  "control", "block", "bolus", "couch", "table", "all", "sum", "union", "eval", "ptvopt", "derived",
+                  "nt", "normaltissue", "avoidance", "spacer", "override"}
+# a dose-fall-off ring or a margin named by its distance: D2CM, D1.5cm, PTV_5mm, Cord 3mm
+_DISTANCE_RE = re.compile(r"(?<![a-z])d?\d+(?:\.\d+)?\s*(?:cm|mm)(?![a-z])", re.IGNORECASE)
+# a boolean structure: letters (or a number) on both sides of '-' / '+' (Parotids-PTV, PTV70-Cord), not PTV-70
+_BOOLEAN_RE = re.compile(r"[A-Za-z0-9]\s*[-+]\s*[A-Za-z]")
+#: Shortest truncated name matched as a prefix of one organ alias (Eclipse cuts names at 16 characters).
+_MIN_TRUNCATED = 6
 _TARGET_RE = re.compile(
     r"^(?P<kind>PTV)[\s_\-]*(?P<num>\d+(?:[.,]\d+)?)?[\s_]*(?P<unit>c?gy)?$", re.IGNORECASE)
 _LEVEL_TARGET_RE = re.compile(r"^PTV[\s_\-]*(high|hi|mid|middle|int|low|lo|boost|primary|nodes?|[a-e])$", re.IGNORECASE)
@@ -126,9 +134,10 @@ def _parse_target(name: str) -> NameInfo | None:
 
 
 def _is_helper(name: str, tokens: list[str]) -> bool:
-    if "-" in name.strip("-") or "+" in name:  # boolean structures such as Parotids-PTV
+    if _BOOLEAN_RE.search(name) or _DISTANCE_RE.search(name):  # Parotids-PTV, D2CM, Cord 5mm
         return True
     lower = [t.lower() for t in tokens]
+    lower = [t for i, t in enumerate(lower) if not (t == "opt" and lower[i + 1:i + 2] and lower[i + 1][0] == "n")]
     if re.match(r"^z[\s_\-.]", name, re.IGNORECASE) or name.lower().startswith(("x_", "zz")):
         return True
     if any(t in _HELPER_TOKENS or t.startswith(("prv", "ring")) for t in lower):
@@ -159,6 +168,10 @@ def _lookup_organ(tokens: list[str]) -> NameInfo | None:
             if side is None and key.endswith(word) and key[: -len(word)] in _ORGANS:
                 key, side = key[: -len(word)], s
                 break
+    if key not in _ORGANS and len(key) >= _MIN_TRUNCATED:  # truncated: 'Right Optic Nerv' (16 characters)
+        found = {v for alias, v in _ORGANS.items() if alias.startswith(key)}
+        if len(found) == 1:
+            key = next(alias for alias, v in _ORGANS.items() if v in found and alias.startswith(key))
     if key not in _ORGANS:
         return None
     canonical, lateral = _ORGANS[key]
@@ -190,6 +203,13 @@ def _from_mapping(name: str, mapping: Mapping) -> NameInfo | None:
         return NameInfo(target_name, role, float(rx) if rx is not None else None)
     raise InputError(f"name mapping entry for {name!r} must be a name or an object, got {entry!r}",
                      code=ErrorCode.INVALID_CONFIG)
+
+
+def is_derived_structure(name: str) -> bool:
+    """A ring, PRV, margin, optimisation or boolean structure (D2CM, z_Ring, Cord_PRV5, Lung-PTV, PTV_5mm): never
+    a target or an organ, whatever its RTROIInterpretedType says. Targets named with a dose (PTV-70) are not."""
+    name = str(name).strip()
+    return _parse_target(name) is None and _is_helper(name, _tokens(name))
 
 
 def normalize_structure_name(name: str, mapping: Mapping | None = None) -> NameInfo:

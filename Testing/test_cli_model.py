@@ -64,6 +64,10 @@ def test_predict_nrrd_and_rtdose(models, openkbp_npz, tmp_path, capsys):
     data, header = nrrd.read(str(tmp_path / "d.nrrd"))
     assert data.size == np.prod(case.grid.shape)
     assert any("NOT FOR CLINICAL USE" in str(v) for v in header.values())
+    from ADDiffDoseLib.io.nrrd import read_volume
+    from nrrd_helpers import assert_itk_volume
+
+    assert assert_itk_volume(tmp_path / "d.nrrd", read_volume(tmp_path / "d.nrrd")[0], case.grid)["ADDiffDose_DoseUnit"] == "Gy"
     assert _run(capsys, "predict", openkbp_npz, "-o", tmp_path / "d.dcm", "--model", "heuristic")[0] == 0
     ds = pydicom.dcmread(tmp_path / "d.dcm")
     assert ds.Modality == "RTDOSE" and ds.DoseUnits == "GY"
@@ -236,3 +240,19 @@ def test_demo_writes_dose_rtdose_report_and_prints_errors(models, openkbp_npz, t
     code, _, err = _run(capsys, "demo", "--out", out, "--model", models / "heuristic.json", "--samples", "1",
                         "--input", openkbp_npz)
     assert code == 2 and err.startswith("error E301")
+
+
+def test_predict_without_ct_refused_unless_allowed(models, breast_dir, tmp_path, capsys):
+    """The breast study has one CT slice, so no usable CT series: predict refuses in one line; with
+    --allow-missing-ct it runs and says so once on stderr and in the output's header."""
+    import nrrd
+
+    code, out, err = _run(capsys, "predict", breast_dir, "-o", tmp_path / "d.nrrd", "--model", "heuristic")
+    assert code == 2 and not (tmp_path / "d.nrrd").exists()
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error E104 ") and "--allow-missing-ct" in err
+    code, out, err = _run(capsys, "predict", breast_dir, "-o", tmp_path / "d.nrrd", "--model", "heuristic",
+                          "--allow-missing-ct")
+    assert code == 0, err
+    assert err.count("no CT: predicted with air") == 1 and err.count("warning:") == len(set(err.splitlines()))
+    _, header = nrrd.read(str(tmp_path / "d.nrrd"))
+    assert header["ADDiffDose_warnings"].count("no CT: predicted with air") == 1

@@ -203,8 +203,30 @@ def test_relative_dose_needs_prescription(tmp_path, breast_dir):
 
 
 def test_fraction_dose_times_fractions(tmp_path, breast_dir):
-    case = read_dicom(_dose_variant(tmp_path, breast_dir, DoseSummationType="FRACTION"))
+    """A FRACTION dose is multiplied by the plan's fractions (7); as the breast dose is really a PLAN dose, the
+    result (103 Gy for a 14 Gy prescription) is flagged, naming how it was obtained. Without the RT Plan the
+    number of fractions must be given."""
+    folder = _dose_variant(tmp_path, breast_dir, DoseSummationType="FRACTION")
+    case = read_dicom(folder)
     assert case.dose_gy.max() == pytest.approx(7 * 14.680764, rel=1e-5)
+    (w,) = [w for w in case.warnings if w.startswith("implausible dose")]
+    assert "102.8 Gy exceeds 1.5 x the highest prescription (14 Gy)" in w
+    assert "DoseSummationType FRACTION, DoseGridScaling 1.4e-05, x 7 fractions (RT Plan)" in w
+    (folder / "rtplan.dcm").unlink()
+    with pytest.raises(InputError, match="number of fractions is unknown .*--fractions N") as err:
+        read_dicom(folder)
+    assert err.value.code == ErrorCode.MISSING_FIELD
+    case = read_dicom(folder, fractions=1)
+    assert case.dose_gy.max() == pytest.approx(14.680764, rel=1e-5)
+    assert not any(w.startswith("implausible") for w in case.warnings)  # 14.7 Gy, no prescription: < 100 Gy
+
+
+def test_implausible_dose_grid_scaling_flagged(tmp_path, breast_dir, breast_case):
+    assert not any(w.startswith("implausible") for w in breast_case.warnings)
+    case = read_dicom(_dose_variant(tmp_path, breast_dir, DoseGridScaling="0.0094"))  # 9,857 Gy
+    (w,) = [w for w in case.warnings if w.startswith("implausible dose")]
+    assert "maximum 9857 Gy exceeds 1.5 x the highest prescription (14 Gy)" in w
+    assert "DoseSummationType PLAN, DoseGridScaling 0.0094" in w
 
 
 def test_absolute_frame_offsets(tmp_path, breast_dir):
@@ -212,6 +234,35 @@ def test_absolute_frame_offsets(tmp_path, breast_dir):
     case = read_dicom(_dose_variant(tmp_path, breast_dir, GridFrameOffsetVector=offsets))
     assert case.grid.shape == (98, 129, 194) and case.grid.origin_lps[2] == pytest.approx(-122.4407)
     assert case.dose_gy.max() == pytest.approx(14.680764, abs=1e-5)
+
+
+def _reorder_frames(path, order, offsets):
+    """Rewrite an RTDOSE with its frames in `order`, ImagePositionPatient at the new first frame and
+    GridFrameOffsetVector `offsets` (as GammaPlan writes decreasing offsets)."""
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array[order]
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [ipp[0], ipp[1], -122.4407 + 3 * int(order[0])]
+    ds.GridFrameOffsetVector = [f"{v:.4f}" for v in offsets]
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize("form", ["decreasing relative", "decreasing absolute", "shuffled relative"])
+def test_frames_in_any_order(tmp_path, breast_dir, breast_case, form):
+    """GridFrameOffsetVector decreasing (GammaPlan) or shuffled, relative or absolute: the same dose in space."""
+    folder = tmp_path / "b"
+    shutil.copytree(breast_dir, folder)
+    order = np.arange(98)[::-1] if form.startswith("decreasing") else np.random.default_rng(0).permutation(98)
+    z = -122.4407 + 3.0 * order
+    offsets = z if "absolute" in form else z - z[0]
+    _reorder_frames(folder / "rtdose.dcm", order, offsets)
+    case = read_dicom(folder)
+    assert case.grid.same_as(breast_case.grid)
+    np.testing.assert_array_equal(case.dose_gy, breast_case.dose_gy)
+    assert tuple(int(v) for v in np.unravel_index(np.argmax(case.dose_gy), case.dose_gy.shape)) == (32, 51, 137)
+    # the lone RT Dose read as a file, too (drawn on its own grid)
+    assert read_dicom(folder / "rtdose.dcm").grid.same_as(breast_case.grid)
 
 
 def test_dose_resampled_onto_ct_grid(tmp_path, tg119_dir, breast_dir):
@@ -234,3 +285,148 @@ def test_dose_resampled_onto_ct_grid(tmp_path, tg119_dir, breast_dir):
     assert case.grid.same_as(ct_case.grid)
     xs = case.grid.voxel_centres_lps()[..., 0]
     assert np.allclose(case.dose_gy, (xs + 300.0) / 10.0, atol=1e-3)
+
+
+def _strip_file_meta(src, dst):
+    """Write `src` as a bare dataset: no 128-byte preamble, no 'DICM', no File Meta header (a Monaco 5.11 export)."""
+    from pydicom.dataset import FileMetaDataset
+
+    ds = pydicom.dcmread(src)
+    ds.preamble, ds.file_meta = None, FileMetaDataset()
+    pydicom.dcmwrite(dst, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert Path(dst).read_bytes()[:2] == b"\x08\x00"  # starts with the first element
+    return dst
+
+
+def test_files_without_preamble_or_file_meta(tmp_path, breast_dir, breast_case):
+    """The breast study with every file stripped of its File Meta header (some without a .dcm suffix) reads
+    as the original, in a folder scan and one file at a time, with a warning."""
+    from ADDiffDoseLib.io import read_case
+
+    folder = tmp_path / "monaco"
+    folder.mkdir()
+    for name in ("ct.0.dcm", "rtss.dcm", "rtplan.dcm"):
+        _strip_file_meta(breast_dir / name, folder / name)
+    _strip_file_meta(breast_dir / "rtdose.dcm", folder / "RD1")  # no suffix: found by its first bytes
+    case = read_case(folder)
+    np.testing.assert_array_equal(case.dose_gy, breast_case.dose_gy)
+    assert case.grid.same_as(breast_case.grid) and case.plan.fractions == 7
+    assert {k: int(s.mask.sum()) for k, s in case.structures.items()} == \
+        {k: int(s.mask.sum()) for k, s in breast_case.structures.items()}
+    assert any("without preamble / File Meta header" in w for w in case.warnings)
+    np.testing.assert_array_equal(read_case(folder / "RD1").dose_gy, breast_case.dose_gy)
+    assert read_case(folder / "ct.0.dcm").ct_hu.max() == 1457
+
+
+def test_pydicom_rtstruct_without_file_meta(tmp_path):
+    """pydicom's own rtstruct.dcm has neither preamble nor File Meta header: it is scanned and its ROIs read."""
+    import pydicom.data
+
+    from ADDiffDoseLib.io.dicom.rtstruct import parse_rois
+    from ADDiffDoseLib.io.dicom.pixels import read_full
+
+    path = Path(pydicom.data.get_testdata_file("rtstruct.dcm"))
+    assert path.read_bytes()[128:132] != b"DICM"
+    series = list_dicom_series(path)
+    assert [(s.modality, len(s.files), s.files[0].file_meta) for s in series] == [("RTSTRUCT", 1, False)]
+    rois = parse_rois(read_full(path), None, path)
+    assert "patient" in {r.name for r in rois}
+    with pytest.raises(InputError, match="no CT series and no RT Dose"):  # right: nothing defines a grid
+        read_dicom(path)
+
+
+def test_bare_datasets_that_are_not_ours_refused(tmp_path, tg119_dir):
+    ct = _strip_file_meta(tg119_dir / "ct" / "ct.050.dcm", tmp_path / "ct.dcm")
+    ds = pydicom.dcmread(ct, force=True)
+    del ds.ImagePositionPatient
+    pydicom.dcmwrite(tmp_path / "noipp.dcm", ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    with pytest.raises(InputError, match="CT without File Meta header lacks ImagePositionPatient") as err:
+        read_dicom(tmp_path / "noipp.dcm")
+    assert err.value.code == ErrorCode.UNSUPPORTED_FORMAT
+    ds = pydicom.dcmread(ct, force=True)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR
+    pydicom.dcmwrite(tmp_path / "mr.dcm", ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    with pytest.raises(InputError, match=r"E102 .*mr.dcm: not a DICOM file .*SOP Class UID \(1.2.840.10008.5.1.4.1.1.4\)"):
+        read_dicom(tmp_path / "mr.dcm")
+    (tmp_path / "junk.dcm").write_bytes(b"\x08\x00" + bytes(range(256)) * 4)
+    with pytest.raises(InputError) as err:
+        read_dicom(tmp_path / "junk.dcm")
+    assert err.value.code == ErrorCode.UNSUPPORTED_FORMAT
+    # in a folder, such files are skipped and the good one is read
+    shutil.copy(ct, tmp_path / "good.dcm")
+    (tmp_path / "ct.dcm").unlink()
+    assert [len(s.files) for s in list_dicom_series(tmp_path)] == [1]
+
+
+def _compressed(src, dst, syntax, **changes):
+    ds = pydicom.dcmread(src)
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    ds.compress(syntax)
+    ds.save_as(dst)
+    return dst
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_ct_reads_the_same_values(tmp_path, breast_dir, syntax):
+    import pydicom.uid
+
+    ts = getattr(pydicom.uid, syntax)
+    path = _compressed(breast_dir / "ct.0.dcm", tmp_path / "ct.dcm", ts)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == ts
+    np.testing.assert_array_equal(read_dicom(path).ct_hu, read_dicom(breast_dir / "ct.0.dcm").ct_hu)
+
+
+def test_rle_rtdose_reads(tmp_path, breast_dir, breast_case):
+    """A 16-bit RLE RT Dose (pydicom encodes RLE up to 16 bits): the breast dose to within its new scaling."""
+    ds = pydicom.dcmread(breast_dir / "rtdose.dcm")
+    stored = (ds.pixel_array // 32).astype(np.uint16)
+    ds.PixelData, ds.BitsAllocated, ds.BitsStored, ds.HighBit = stored.tobytes(), 16, 16, 15
+    ds.DoseGridScaling = f"{1.4e-5 * 32:.6g}"
+    ds.save_as(tmp_path / "rd16.dcm")
+    path = _compressed(tmp_path / "rd16.dcm", tmp_path / "rd.dcm", pydicom.uid.RLELossless)
+    case = read_dicom(path)
+    assert np.abs(case.dose_gy - breast_case.dose_gy).max() <= 32 * 1.4e-5
+
+
+def test_missing_decoder_names_the_package(tmp_path, breast_dir, monkeypatch):
+    from pydicom.pixels import get_decoder
+
+    path = _compressed(breast_dir / "ct.0.dcm", tmp_path / "ct.dcm", pydicom.uid.JPEG2000Lossless)
+    monkeypatch.setattr(type(get_decoder(pydicom.uid.JPEG2000Lossless)), "is_available", property(lambda self: False))
+    with pytest.raises(InputError, match="install pylibjpeg pylibjpeg-openjpeg") as err:
+        read_dicom(path)
+    assert err.value.code == ErrorCode.DEPENDENCY_MISSING and "JPEG 2000" in str(err.value)
+
+
+def _relabel_implicit(src, dst):
+    """A CT slice written in explicit VR whose File Meta says implicit VR (seen in real exports): pydicom reads it,
+    warning 'Expected implicit VR, but found explicit VR'."""
+    raw = Path(src).read_bytes()
+    explicit, implicit = b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2\x00\x00\x00"  # same length, padded
+    assert raw.count(explicit) == 1
+    Path(dst).write_bytes(raw.replace(explicit, implicit))
+    return dst
+
+
+def test_pydicom_warnings_become_case_warnings(tmp_path, tg119_dir):
+    import warnings as pywarnings
+
+    folder = tmp_path / "ct"
+    for f in _copy_slices(tg119_dir, tmp_path / "src", n=3):
+        folder.mkdir(exist_ok=True)
+        _relabel_implicit(f, folder / f.name)
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("error")  # none may escape the reader
+        case = read_dicom(folder)
+    np.testing.assert_array_equal(case.ct_hu, read_dicom(tg119_dir).ct_hu[40:43])
+    found = [w for w in case.warnings if "Expected implicit VR, but found explicit VR" in w]
+    assert len(found) == 1 and found[0].startswith("pydicom: ") and "\n" not in found[0]
+
+
+def test_undecodable_element_is_one_error(tmp_path, tg119_dir):
+    raw = (tg119_dir / "ct" / "ct.050.dcm").read_bytes()
+    at = raw.find(b"\x20\x00\x32\x00DS")  # ImagePositionPatient with an unknown VR
+    (tmp_path / "ct.dcm").write_bytes(raw[:at + 4] + b"ZZ" + raw[at + 6:])
+    with pytest.raises(InputError, match=r"E103 .*ct.dcm: unreadable DICOM header: Unknown Value Representation 'ZZ' in tag \(0020,0032\)"):
+        read_dicom(tmp_path / "ct.dcm")

@@ -117,3 +117,22 @@ def test_dciodvfy_accepts_written_objects(hn_study):
     _, folder, written, _ = hn_study
     for path in (folder / "RD.dcm", folder / "RP.dcm", folder / "RS.dcm", written["CT"][0]):
         assert _dciodvfy_errors(path) == [], path
+
+
+def test_minimal_plan_of_dose_only_study_passes_dciodvfy(tg119_dir, tmp_path):
+    """A study without beams (TG-119: CT + RTSTRUCT only) gets a minimal RT Plan beside its RT Dose; with no
+    beams it has no (empty) BeamSequence / ReferencedBeamSequence, which dciodvfy counts as 3 errors."""
+    from ADDiffDoseLib.io import read_case
+    from ADDiffDoseLib.io.dicom.rtplan import read_rtplan
+
+    case = read_case(tg119_dir)
+    assert case.plan.beams == ()
+    case = case.replace(plan=Plan((), 25, source="user"))
+    write_rtdose(tmp_path / "rd.dcm", case, np.full(case.grid.shape, 2.0, np.float32))
+    for path in (tmp_path / "rd_rtplan.dcm", tmp_path / "rd.dcm"):
+        assert _dciodvfy_errors(path) == [], path
+    rp = pydicom.dcmread(tmp_path / "rd_rtplan.dcm")
+    assert "BeamSequence" not in rp and rp.FractionGroupSequence[0].NumberOfBeams == 0
+    info = read_rtplan(rp, tmp_path / "rd_rtplan.dcm")
+    assert info.plan.fractions == 25 and info.plan.beams == ()
+    assert pydicom.dcmread(tmp_path / "rd.dcm").ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == rp.SOPInstanceUID

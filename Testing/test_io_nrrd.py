@@ -64,7 +64,8 @@ def test_overlapping_segments_use_layers(case, tmp_path):
     write_segmentation_nrrd(tmp_path / "s.seg.nrrd", case)
     seg = slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))
     assert seg["voxels"].ndim == 4  # PTVs overlap organs and the body
-    assert {s["name"] for s in seg["segments"]} == set(case.structures)
+    assert {s["id"] for s in seg["segments"]} == set(case.structures)  # the name is the name as read
+    assert {s["name"] for s in seg["segments"]} == {s.original_name for s in case.structures.values()}
     for key, s in case.structures.items():
         np.testing.assert_array_equal(slicerio.segment_mask(seg, key).transpose(2, 1, 0), s.mask)
     with pytest.raises(OutputError) as e:
@@ -142,3 +143,26 @@ def test_nrrd_errors(tmp_path):
     with pytest.raises(InputError) as e:
         read_case(tmp_path / "two")
     assert e.value.code == ErrorCode.AMBIGUOUS_INPUT
+
+
+def test_itk_reads_every_nrrd_we_write(case, tmp_path):
+    """SimpleITK (what Slicer uses) opens the CT, dose, uncertainty and segmentation files with the same geometry
+    and values; the dose unit is a key-value field, not NRRD's per-axis `units` (which made ITK refuse the file)."""
+    from ADDiffDoseLib.io.nrrd import DOSE_UNIT_FIELD, write_dose_std_nrrd
+    from nrrd_helpers import assert_itk_volume, itk_segments
+
+    write_volume_nrrd(tmp_path / "ct.nrrd", case.ct_hu.astype(np.int16), case.grid)
+    assert_itk_volume(tmp_path / "ct.nrrd", case.ct_hu, case.grid)
+    write_dose_nrrd(tmp_path / "dose.nrrd", case.dose_gy, case.grid, {"model": "m1", "warnings": ["a", "b"]})
+    meta = assert_itk_volume(tmp_path / "dose.nrrd", case.dose_gy, case.grid)
+    assert meta[DOSE_UNIT_FIELD] == "Gy" and meta["ADDiffDose_model"] == "m1"
+    assert "NOT FOR CLINICAL USE" in meta["ADDiffDose_notice"]
+    _, header = nrrd.read(str(tmp_path / "dose.nrrd"))
+    assert "units" not in header and header[DOSE_UNIT_FIELD] == "Gy"
+    write_dose_std_nrrd(tmp_path / "std.nrrd", case.dose_gy * 0.1, case.grid, "std")
+    assert assert_itk_volume(tmp_path / "std.nrrd", case.dose_gy * np.float32(0.1), case.grid)[DOSE_UNIT_FIELD] == "Gy"
+    write_segmentation_nrrd(tmp_path / "s.seg.nrrd", case)
+    masks = itk_segments(tmp_path / "s.seg.nrrd", case.grid)  # by segment name: the names as read
+    assert set(masks) == {s.original_name for s in case.structures.values()}
+    for s in case.structures.values():
+        np.testing.assert_array_equal(masks[s.original_name], s.mask)

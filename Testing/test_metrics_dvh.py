@@ -107,13 +107,13 @@ def test_dose_on_other_grid_is_resampled():
 def test_real_case_modes_and_speed(openkbp_npz):
     case = read_openkbp_npz(openkbp_npz)
     t = time.perf_counter()
-    rows = {r["structure"]: r for r in dvh_table(case)}
+    rows = {r["normalized_name"]: r for r in dvh_table(case)}
     elapsed = time.perf_counter() - t
     assert elapsed < 1.0, elapsed
     ptv = case.structures["PTV70"].mask
     assert rows["PTV70"]["mean_gy"] == pytest.approx(float(case.dose_gy[ptv].mean()), rel=1e-6)
     assert rows["PTV70"]["max_gy"] == pytest.approx(float(case.dose_gy[ptv].max()))
-    srt = {r["structure"]: r for r in dvh_table(case, mode="slicerrt")}
+    srt = {r["normalized_name"]: r for r in dvh_table(case, mode="slicerrt")}
     assert srt["PTV70"]["volume_cc"] == pytest.approx(rows["PTV70"]["volume_cc"])
     # oversampling visibly moves mean and max for a small organ at a steep gradient
     assert abs(srt["Brainstem"]["max_gy"] - rows["Brainstem"]["max_gy"]) > 0.5

@@ -95,3 +95,14 @@ def test_maps_show_ct_and_hide_unevaluated_gamma(openkbp_npz):
     assert ct_img.get_array().shape == shown.shape  # CT and layer cropped alike
     assert shown.shape[0] < case.grid.shape[0]  # cropped to the body
     assert len(axis.collections) >= 1  # target outline drawn
+
+
+def test_report_names_structures_as_read(breast_dir, tmp_path):
+    from ADDiffDoseLib.io import read_case
+    from ADDiffDoseLib.metrics.evaluate import evaluate_case_full
+    from ADDiffDoseLib.metrics.report import write_report
+
+    case = read_case(breast_dir)
+    ev = evaluate_case_full(case.dose_gy * 0.9, case, gamma=False)
+    text = write_report(tmp_path / "r.html", [(ev, case)]).read_text()
+    assert "<td>Lt Lung</td><td>Lung_L</td>" in text and "<td>BODY</td><td>External</td>" in text

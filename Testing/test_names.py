@@ -100,3 +100,49 @@ def test_duplicates_keep_original_name():
 def test_mirror(name, mirrored):
     assert mirror_structure_name(name) == mirrored
     assert mirror_structure_name(mirror_structure_name(name)) == name
+
+
+# Spellings seen in exports of Eclipse, RayStation, Monaco, Pinnacle and GammaPlan (laterality written Lt/Rt,
+# L_/_R, Left/Right, before or after; abbreviations; case; spaces; Eclipse's 16-character truncation).
+TPS_SPELLINGS = [
+    ("Left Eye", "Eye_L", O), ("Rt. Eye", "Eye_R", O), ("EYE_R", "Eye_R", O), ("L_Eye", "Eye_L", O),
+    ("Lt Lung", "Lung_L", O), ("Lung Lt", "Lung_L", O), ("L_Lung", "Lung_L", O), ("LungL", "Lung_L", O),
+    ("Rt Lung", "Lung_R", O), ("LUNG_R", "Lung_R", O), ("Total Lung", "Lungs", O), ("Lung Total", "Lungs", O),
+    ("Left Optic Nerve", "OpticNrv_L", O), ("Right Optic Nerv", "OpticNrv_R", O), ("Optic Nerv L", "OpticNrv_L", O),
+    ("Lt Opt Nerve", "OpticNrv_L", O), ("Rt Opt Nrv", "OpticNrv_R", O), ("ON_R", "OpticNrv_R", O),
+    ("Lt Femoral Head", "Femur_Head_L", O), ("Rt Femoral Hd", "Femur_Head_R", O), ("Lt Fem Head", "Femur_Head_L", O),
+    ("Femur_Head_R", "Femur_Head_R", O), ("Left Submandibul", "Glnd_Submand_L", O), ("Brainst", "Brainstem", O),
+    ("L. Parotid", "Parotid_L", O), ("Rt Parotid Gland", "Parotid_R", O), ("Parotid (R)", "Parotid_R", O),
+    ("Lt Brachial Plex", "BrachialPlex_L", O), ("Lt Cochlea", "Cochlea_L", O), ("Lens R", "Lens_R", O),
+    ("Rt Kidney", "Kidney_R", O), ("Esoph", "Esophagus", O), ("CORD", "SpinalCord", O),
+    ("BODY", "External", E), ("Body", "External", E), ("EXTERNAL", "External", E), ("Skin", "External", E),
+]
+# Rings, PRVs, margins and derived structures: never targets or organs, whatever their DICOM type says.
+DERIVED = ["D2CM PTV", "D2CM", "D1.5cm", "PTV_5mm", "Cord 5mm", "z_Ring", "z_PTV_opt", "ring_PTV", "PTV_Ring",
+           "Ring PTV", "Lung-PTV", "Lungs-GTV", "Parotid_L-PTV", "PTV70-Cord", "Cord+5mm", "Cord_PRV5", "PRV Cord",
+           "Brainstem_PRV", "BrainStem PRV 3mm"]
+
+
+@pytest.mark.parametrize("original,name,role", TPS_SPELLINGS)
+def test_tps_spellings(original, name, role):
+    info = normalize_structure_name(original)
+    assert (info.name, info.role) == (name, role)
+
+
+@pytest.mark.parametrize("original", DERIVED)
+def test_rings_prvs_and_derived_are_never_targets_or_organs(original):
+    from ADDiffDoseLib.io.dicom.rtstruct import role_of
+    from ADDiffDoseLib.names import is_derived_structure
+
+    assert is_derived_structure(original)
+    assert normalize_structure_name(original) == normalize_structure_name(original).__class__(original, X, None)
+    for dicom_type in ("PTV", "CTV", "ORGAN", "AVOIDANCE", "CONTROL", ""):
+        assert role_of(original, dicom_type) == X
+
+
+@pytest.mark.parametrize("original", ["PTV-70", "PTV_7000", "GTV-1", "CTV_54", "Tumor Bed"])
+def test_targets_are_not_derived(original):
+    from ADDiffDoseLib.io.dicom.rtstruct import role_of
+    from ADDiffDoseLib.names import is_derived_structure
+
+    assert not is_derived_structure(original) and role_of(original, "PTV") == T

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import sys
 from pathlib import Path
 
 from .. import NOT_FOR_CLINICAL_USE
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--to", required=True, choices=("dicom", "nrrd", "npz"), help="output format")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--series", default=None, help="DICOM series instance UID when the input holds several")
+    p.add_argument("--fractions", type=int, default=None, help="number of fractions of a FRACTION RT Dose when no RT Plan gives it (overrides the plan's)")
     p.set_defaults(func=run)
 
 
@@ -57,9 +59,9 @@ def convert_case(case: Case, output_dir: Path, to: str, overwrite: bool = False)
 def run(args: argparse.Namespace) -> int:
     from ..io.detect import read_case
 
-    case = read_case(args.input, series_uid=args.series)
+    case = read_case(args.input, series_uid=args.series, fractions=args.fractions)
     for w in case.warnings:
-        log.warning("%s", w)
+        print(f"warning: {w}", file=sys.stderr)
     written = convert_case(case, args.output_dir, args.to, args.overwrite)
     print(f"wrote {len(written)} file(s) to {args.output_dir} ({NOT_FOR_CLINICAL_USE})")
     return 0

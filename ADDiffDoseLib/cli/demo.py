@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..io.atomic import check_writable
     from ..io.detect import read_case, write_dose
-    from ..io.nrrd import write_volume_nrrd
+    from ..io.nrrd import write_dose_std_nrrd
     from ..metrics.evaluate import evaluate_case_full
     from ..metrics.report import write_report
     from ..model.predict import predict_case
@@ -52,10 +52,9 @@ def run(args) -> int:
     write_dose(paths["dose (NRRD)"], case, pred.dose_gy, provenance=prov, overwrite=args.overwrite)
     write_dose(paths["dose (DICOM RT Dose)"], case, pred.dose_gy, provenance=prov, overwrite=args.overwrite)
     if pred.dose_std_gy is not None:
-        write_volume_nrrd(paths["uncertainty (NRRD, Gy std)"], pred.dose_std_gy, case.grid, overwrite=args.overwrite,
-                          header_extra={"ADDiffDose_quantity": "dose standard deviation (Gy): spread over samples, "
-                                                               "with the model's learned error scale where it has one",
-                                        "ADDiffDose_notice": NOT_FOR_CLINICAL_USE})
+        write_dose_std_nrrd(paths["uncertainty (NRRD, Gy std)"], pred.dose_std_gy, case.grid,
+                            "dose standard deviation (Gy): spread over samples, with the model's learned error "
+                            "scale where it has one", overwrite=args.overwrite)
     else:
         del paths["uncertainty (NRRD, Gy std)"]
     print(f"model {prov['model']} ({prov['family']}), {prov['seconds']} s on {prov['device']}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from .. import NOT_FOR_CLINICAL_USE
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--constraints", help="constraint table (YAML/JSON); default: the built-in H&N table")
     p.add_argument("--no-gamma", action="store_true", help="skip the gamma pass rates (faster)")
     p.add_argument("--data-root", help="folder that pyRadPlan plan files' anatomy paths are relative to")
+    p.add_argument("--fractions", type=int, default=None, help="number of fractions of a FRACTION RT Dose when no RT Plan gives it (overrides the plan's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
 
@@ -92,16 +94,20 @@ def run(args) -> int:
     results, keep = {}, []
     print(f"{'case':<16}" + "".join(f"{k[:13]:>14}" for k in HEADLINE_KEYS))
     for name, pred_path, ref_path in _pairs(Path(args.pred), Path(args.ref)):
-        ref_case = read_any_case(ref_path, data_root=args.data_root)
+        ref_case = read_any_case(ref_path, data_root=args.data_root, fractions=args.fractions)
         pred_case = None
         if is_prediction_file(pred_path):
             pred = read_prediction_dose(pred_path, ref_case.grid)
         else:  # a case with dose, an RTDOSE or a dose volume, on any grid
-            pred, pred_grid, pred_case = read_dose_input(pred_path, data_root=args.data_root)
+            pred, pred_grid, pred_case = read_dose_input(pred_path, data_root=args.data_root, fractions=args.fractions)
             if not pred_grid.same_as(ref_case.grid):
                 pred = resample_to_grid(pred, pred_grid, ref_case.grid, order=1)
         ev = evaluate_case_full(pred, ref_case, gamma=not args.no_gamma, constraints=constraints)
         ev.metrics["provenance"] = prediction_provenance(pred_path, pred_case)
+        if pred_case is not None:
+            ev.metrics["warnings"] += [f"prediction: {w}" for w in pred_case.warnings]
+        for w in ev.metrics["warnings"]:
+            print(f"warning: {name}: {w}", file=sys.stderr)
         results[name] = ev.metrics
         if args.report:
             keep.append((ev, ref_case))

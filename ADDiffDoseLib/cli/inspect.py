@@ -29,6 +29,7 @@ def register(subparsers) -> None:
                    help="folder that pyRadPlan plans' 'source' paths are relative to")
     p.add_argument("--series", default=None, help="DICOM series instance UID when a folder holds several")
     p.add_argument("--mapping", type=Path, default=None, help="JSON/YAML structure name mapping file")
+    p.add_argument("--fractions", type=int, default=None, help="number of fractions of a FRACTION RT Dose when no RT Plan gives it (overrides the plan's)")
     p.set_defaults(func=run)
 
 
@@ -118,7 +119,8 @@ def _list_folder(args, mapping) -> int:
     rows, failed = [], 0
     for name, path in iter_cases(args.input):
         try:
-            c = read_case(path, data_root=args.data_root, series_uid=args.series, mapping=mapping)
+            c = read_case(path, data_root=args.data_root, series_uid=args.series, mapping=mapping,
+                          fractions=args.fractions)
             rows.append({"name": name, "path": str(path), "format": c.metadata.get("format"),
                          "shape": list(c.grid.shape), "structures": len(c.structures), "beams": len(c.plan.beams),
                          "dose_max_gy": round(float(c.dose_gy.max()), 2) if c.dose_gy is not None else None,
@@ -144,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     mapping = load_name_mapping(args.mapping) if args.mapping else None
     if args.input.is_dir() and not is_case_folder(args.input):
         return _list_folder(args, mapping)
-    case = read_case(args.input, data_root=args.data_root, series_uid=args.series, mapping=mapping)
+    case = read_case(args.input, data_root=args.data_root, series_uid=args.series, mapping=mapping,
+                     fractions=args.fractions)
     summary = case_summary(case)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     return 0

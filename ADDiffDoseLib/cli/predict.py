@@ -18,6 +18,16 @@ from ..errors import ADDiffDoseError, ErrorCode, InputError
 
 log = logging.getLogger(__name__)
 
+MISSING_CT_WARNING = ("no CT: predicted with air (-1000 HU) in place of the patient's CT (--allow-missing-ct); "
+                      "this dose does not reflect the patient's anatomy")
+
+
+class _Printed(logging.Filter):
+    """Drops the model's log records of warnings that the command prints (and writes into the outputs) itself."""
+
+    def filter(self, record) -> bool:
+        return record.levelno != logging.WARNING
+
 
 def _floats(text: str, what: str) -> list[float]:
     try:
@@ -40,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--couch", help="couch angle(s): one for all beams or one per beam")
     p.add_argument("--energy", type=float, help="nominal energy in MV (default 6)")
     p.add_argument("--technique", choices=("IMRT", "VMAT", "3D-CRT"), help="treatment technique")
-    p.add_argument("--fractions", type=int, help="number of fractions")
+    p.add_argument("--fractions", type=int, help="number of fractions (also: of a FRACTION RT Dose without its RT Plan)")
     p.add_argument("--rx", action="append", default=[], metavar="STRUCTURE=GY",
                    help="mark STRUCTURE as a target with this total prescription (repeatable)")
     p.add_argument("--normalize-d95", action="store_true", help="scale so the highest target's D95 equals its prescription")
@@ -51,6 +61,8 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("npz", "nrrd", "dcm"), help="output type in folder mode (default: like the input)")
     p.add_argument("--data-root", help="data root for pyRadPlan plans (anatomy files)")
     p.add_argument("--series", help="DICOM series UID when a folder holds several")
+    p.add_argument("--allow-missing-ct", action="store_true",
+                   help="predict even when the input has no CT (the model then sees air: the dose is not meaningful)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS <pct> <message>' lines (for the Slicer module)")
     p.set_defaults(func=run)
@@ -101,25 +113,36 @@ def predict_one(in_path: Path, out_path: Path, args, progress=None) -> list[str]
     from ..model.predict import predict_case
 
     check_writable(out_path, args.overwrite)  # before minutes of prediction, not after
-    case = apply_overrides(read_case(in_path, data_root=args.data_root, series_uid=args.series), args)
-    pred = predict_case(case, args.model, steps=args.steps, samples=args.samples, seed=args.seed,
-                        device=args.device, normalize_d95=args.normalize_d95,
-                        coverage_prior=not args.no_coverage_prior,
-                        oar_prior=not args.no_oar_prior, progress=progress)
-    provenance = {**pred.provenance, "warnings": pred.warnings}
+    case = apply_overrides(read_case(in_path, data_root=args.data_root, series_uid=args.series,
+                                     fractions=args.fractions), args)
+    input_warnings = list(case.warnings)
+    if case.ct_hu is None:
+        if not args.allow_missing_ct:
+            raise InputError("no CT series: a prediction needs the CT (pass --allow-missing-ct to predict on air "
+                             "anyway)", path=in_path, code=ErrorCode.MISSING_FIELD)
+        input_warnings.append(MISSING_CT_WARNING)
+    model_log, printed = logging.getLogger(predict_case.__module__), _Printed()
+    model_log.addFilter(printed)
+    try:
+        pred = predict_case(case, args.model, steps=args.steps, samples=args.samples, seed=args.seed,
+                            device=args.device, normalize_d95=args.normalize_d95,
+                            coverage_prior=not args.no_coverage_prior,
+                            oar_prior=not args.no_oar_prior, progress=progress)
+    finally:
+        model_log.removeFilter(printed)
+    warnings = list(dict.fromkeys([*input_warnings, *pred.warnings]))
+    provenance = {**pred.provenance, "warnings": warnings}
     extra = {"dose_std": pred.dose_std_gy} if pred.dose_std_gy is not None else None
     if out_path.suffix.lower() == ".npz":
         write_dose(out_path, case, pred.dose_gy, extra=extra, provenance=provenance, overwrite=args.overwrite)
     else:
         write_dose(out_path, case, pred.dose_gy, provenance=provenance, overwrite=args.overwrite)
         if pred.dose_std_gy is not None:  # the uncertainty map beside it, never marked as a dose
-            from ..io.nrrd import write_volume_nrrd
+            from ..io.nrrd import write_dose_std_nrrd
 
-            write_volume_nrrd(out_path.with_name(out_path.name.split(".")[0] + "_std.nrrd"), pred.dose_std_gy,
-                              case.grid, overwrite=args.overwrite,
-                              header_extra={"ADDiffDose_quantity": "dose standard deviation (Gy) over samples",
-                                            "ADDiffDose_notice": NOT_FOR_CLINICAL_USE})
-    return pred.warnings
+            write_dose_std_nrrd(out_path.with_name(out_path.name.split(".")[0] + "_std.nrrd"), pred.dose_std_gy,
+                                case.grid, "dose standard deviation (Gy) over samples", overwrite=args.overwrite)
+    return warnings
 
 
 def _output_suffix(args, in_path: Path) -> str:

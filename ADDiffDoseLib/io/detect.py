@@ -15,7 +15,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from .. import NOT_FOR_CLINICAL_USE
-from ..case import Case
+from ..case import Case, implausible_dose
 from ..errors import ErrorCode, InputError, OutputError
 from .nrrd import find_volume_folder_parts, is_segmentation_path, is_volume_path
 
@@ -55,7 +55,10 @@ def is_dicom_file(path: Path) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    # no preamble: a dataset starting with a File Meta (0002,xxxx) or Identifying (0008,xxxx) element, little endian
+    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00")
 
 
 def _has_dicom(folder: Path, limit: int = 200) -> bool:
@@ -67,13 +70,13 @@ def _has_dicom(folder: Path, limit: int = 200) -> bool:
     return False
 
 
-def _read_dicom(path: Path, series_uid):
+def _read_dicom(path: Path, series_uid, fractions=None):
     try:
         from .dicom import read_dicom
     except ImportError as exc:
         raise InputError(f"DICOM support is not available: {exc}", path=path,
                          code=ErrorCode.DEPENDENCY_MISSING) from exc
-    return read_dicom(path, series_uid=series_uid)
+    return read_dicom(path, series_uid=series_uid, fractions=fractions)
 
 
 def _read_npz(path: Path, data_root, mapping) -> Case:
@@ -102,9 +105,22 @@ def _read_npz(path: Path, data_root, mapping) -> Case:
 
 
 def read_case(path: str | Path, *, data_root: str | Path | None = None, series_uid: str | None = None,
-              mapping: Mapping | None = None) -> Case:
-    """Read any supported input into a Case (format detected from content, not only the name)."""
-    path = Path(path)
+              mapping: Mapping | None = None, fractions: int | None = None) -> Case:
+    """Read any supported input into a Case (format detected from content, not only the name).
+
+    fractions: the number of fractions of a DICOM RT Dose with DoseSummationType FRACTION when no RT Plan gives it
+    (it overrides the plan's). Every case with a dose is checked for a maximum that cannot be right
+    (:func:`~ADDiffDoseLib.case.implausible_dose`), which becomes one of its warnings.
+    """
+    case = _read_case(Path(path), data_root, series_uid, mapping, fractions)
+    if case.dose_gy is not None and not any(w.startswith("implausible dose") for w in case.warnings):
+        w = implausible_dose(float(case.dose_gy.max()), case.max_prescription_gy)
+        if w:
+            case = case.replace(warnings=(*case.warnings, w))
+    return case
+
+
+def _read_case(path: Path, data_root, series_uid, mapping, fractions) -> Case:
     if not path.exists():
         raise InputError("no such file or folder", path=path, code=ErrorCode.FILE_NOT_FOUND)
     if path.is_file():
@@ -119,7 +135,7 @@ def read_case(path: str | Path, *, data_root: str | Path | None = None, series_u
 
             return read_nrrd_case(path, mapping=mapping)
         if is_dicom_file(path):
-            return _read_dicom(path, series_uid)
+            return _read_dicom(path, series_uid, fractions)
         raise InputError("unsupported file type", path=path, code=ErrorCode.UNSUPPORTED_FORMAT)
     if (path / OPENKBP_CSV_MARKER).is_file():
         from .openkbp import read_openkbp_csv_folder
@@ -131,7 +147,7 @@ def read_case(path: str | Path, *, data_root: str | Path | None = None, series_u
 
         return read_nrrd_case(ct, seg, dose, mapping=mapping, name=path.name)
     if _has_dicom(path):
-        return _read_dicom(path, series_uid)
+        return _read_dicom(path, series_uid, fractions)
     raise InputError("folder holds no recognised case (OpenKBP CSV, NRRD/NIfTI, DICOM)", path=path,
                      code=ErrorCode.UNSUPPORTED_FORMAT)
 

@@ -9,6 +9,7 @@ segmentation covers only part of it.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,9 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _TAG_ROLE = "ADDiffDose.Role"
 _TAG_RX = "ADDiffDose.PrescriptionGy"
 _TAG_ORIGINAL = "ADDiffDose.OriginalName"
+#: Key-value field (``ADDiffDose_DoseUnit:=Gy``) holding the dose unit. NRRD's own ``units`` field is one unit per
+#: space axis (mm), not the unit of the values; writing "Gy" there makes ITK / Slicer refuse the file.
+DOSE_UNIT_FIELD = "ADDiffDose_DoseUnit"
 
 
 def _suffix(path: Path) -> str:
@@ -161,6 +165,8 @@ def _read_segmentation(path: Path, reference_grid: Grid | None, mapping) -> tupl
     structures = {}
     for segment, seg_name, info in zip(segments, seg_names, infos):
         original = str(_segment_tags(segment).get(_TAG_ORIGINAL) or seg_name)
+        if _TAG_ROLE in _segment_tags(segment) and segment.get("id") and not (mapping and seg_name in mapping):
+            info = replace(info, name=str(segment["id"]))  # our own file: the ID is the normalized name we wrote
         mask = slicerio.segment_mask(seg, segment).transpose(2, 1, 0)  # (i, j, k) -> (k, j, i)
         if not seg_grid.same_as(grid):
             mask = resample_to_grid(mask, seg_grid, grid, order=0)
@@ -190,12 +196,13 @@ def write_segmentation_nrrd(path: str | Path, case: Case, overwrite: bool = Fals
     seg["containedRepresentationNames"] = ["Binary labelmap", "Closed surface"]
     seg["masterRepresentation"] = "Binary labelmap"
     seg["referenceImageExtentOffset"] = [0, 0, 0]
+    names = case.names_as_read()  # the names as read ('BODY'); the normalized name is the segment ID
     palette = _default_colors(len(case.structures))
     for (key, s), color in zip(case.structures.items(), palette):
         tags = {_TAG_ROLE: s.role.value, _TAG_RX: "" if s.prescription_gy is None else f"{s.prescription_gy:g}",
                 _TAG_ORIGINAL: s.original_name or key}
         slicerio.add_segment(seg, s.mask.transpose(2, 1, 0),
-                             {"id": key, "name": key, "color": list(s.color_rgb or color), "tags": tags})
+                             {"id": key, "name": names[key], "color": list(s.color_rgb or color), "tags": tags})
     with atomic_path(path, overwrite) as tmp:
         slicerio.write_segmentation(str(tmp), seg)
     return path
@@ -256,12 +263,20 @@ def find_volume_folder_parts(folder: str | Path) -> tuple[Path | None, Path | No
 
 def write_dose_nrrd(path: str | Path, dose_gy: np.ndarray, grid: Grid, provenance: dict | None = None,
                     overwrite: bool = False) -> Path:
-    """A dose volume (float32 Gy) with provenance fields and the not-for-clinical-use notice in the header."""
-    extra = {"units": "Gy", "ADDiffDose_notice": NOT_FOR_CLINICAL_USE}
+    """A dose volume (float32 Gy) with provenance fields, the dose unit (:data:`DOSE_UNIT_FIELD`) and the
+    not-for-clinical-use notice in the header (all key-value fields, which ITK and Slicer keep as metadata)."""
+    extra = {DOSE_UNIT_FIELD: "Gy", "ADDiffDose_notice": NOT_FOR_CLINICAL_USE}
     for key, value in (provenance or {}).items():
         extra[f"ADDiffDose_{key}"] = value
     return write_volume_nrrd(path, np.asarray(dose_gy, dtype=np.float32), grid, overwrite, extra)
 
 
+def write_dose_std_nrrd(path: str | Path, std_gy: np.ndarray, grid: Grid, quantity: str,
+                        overwrite: bool = False) -> Path:
+    """The uncertainty map beside a dose: in Gy, described by `quantity`, never marked as a dose."""
+    extra = {DOSE_UNIT_FIELD: "Gy", "ADDiffDose_quantity": quantity, "ADDiffDose_notice": NOT_FOR_CLINICAL_USE}
+    return write_volume_nrrd(path, np.asarray(std_gy, dtype=np.float32), grid, overwrite, extra)
+
+
 __all__ = ["read_volume", "read_segmentation", "write_volume_nrrd", "write_segmentation_nrrd", "read_nrrd_case",
-           "write_dose_nrrd", "find_volume_folder_parts"]
+           "write_dose_nrrd", "write_dose_std_nrrd", "find_volume_folder_parts"]

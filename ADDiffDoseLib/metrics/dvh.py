@@ -25,16 +25,18 @@ Two modes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..case import Case
 from ..errors import DoseError, ErrorCode
-from ..geometry import Grid, resample_to_grid
+from ..geometry import Grid, resample_to_grid, voxels_inside
 from .dose_stats import bounding_box, check_dose, dose_at_hottest_count, hottest_count
 
 MODES = ("native", "slicerrt")
+#: Structures smaller than this (cc) get a warning: their DVH depends on the voxel size and the convention.
+SMALL_STRUCTURE_CC = 1.0
 NATIVE_BIN_GY = 0.1
 SLICERRT_START_GY = 0.1  # vtkSlicerDoseVolumeHistogramModuleLogic: StartValue
 SLICERRT_STEP_GY = 0.2  # ... StepSize
@@ -61,6 +63,7 @@ class DVH:
     max_gy: float
     voxel_volume_cc: float
     sorted_dose_gy: np.ndarray = field(repr=False)
+    warnings: tuple[str, ...] = ()  # partly outside the dose grid, under SMALL_STRUCTURE_CC
 
     @property
     def n_voxels(self) -> int:
@@ -168,8 +171,24 @@ def compute_dvh(
 
     native: if the grids differ the dose is resampled trilinearly onto `grid`.
     slicerrt: the mask is brought onto the x2-oversampled dose grid (nearest), as SlicerRT does.
+    The DVH's `warnings` say when the structure lies partly outside the dose grid or is under SMALL_STRUCTURE_CC.
     Raises DoseError (E204) for negative dose.
     """
+    dvh = _compute(dose_gy, mask, grid, mode, dose_grid, name)
+    found = []
+    total_cc = float(np.count_nonzero(mask)) * grid.voxel_volume_cc
+    if dose_grid is not None and not dose_grid.same_as(grid):
+        inside_cc = voxels_inside(np.asarray(mask, bool), grid, dose_grid) * grid.voxel_volume_cc
+        if inside_cc < total_cc:
+            found.append(f"structure {name!r} lies partly outside the dose grid: {inside_cc:.1f} of {total_cc:.1f} "
+                         "cc inside (no dose outside)")
+    if 0 < total_cc < SMALL_STRUCTURE_CC:
+        found.append(f"structure {name!r} is {total_cc:.2f} cc (< {SMALL_STRUCTURE_CC:g} cc): its DVH depends on "
+                     "the voxel size and the DVH convention")
+    return replace(dvh, warnings=tuple(found)) if found else dvh
+
+
+def _compute(dose_gy, mask, grid, mode, dose_grid, name) -> DVH:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     dose_grid = dose_grid or grid
@@ -214,9 +233,20 @@ def compute_dvh(
 DEFAULT_TABLE_METRICS = ("D0.1cc", "D2%", "D50%", "D95%", "D98%")
 
 
-def dvh_row(dvh: DVH, role: str = "", prescription_gy: float | None = None) -> dict:
-    """A flat table row: volume, mean/min/max, D0.1cc, D2/50/95/98 %, and V95%Rx for targets."""
-    row = {"structure": dvh.name, "role": role, "mode": dvh.mode, "volume_cc": dvh.volume_cc,
+def dvh_warnings(dvhs: dict[str, DVH], case: Case | None = None) -> list[str]:
+    """The DVHs' warnings, naming each structure as read (from `case`) rather than by its normalized name."""
+    out = []
+    for key, d in dvhs.items():
+        s = case.structures.get(key) if case is not None else None
+        out += [w.replace(f"structure {key!r}", f"structure {s.original_name!r}") if s else w for w in d.warnings]
+    return out
+
+
+def dvh_row(dvh: DVH, role: str = "", prescription_gy: float | None = None, original_name: str | None = None) -> dict:
+    """A flat table row: the structure's name as read (`original_name`, default the DVH's name) and its normalized
+    name, volume, mean/min/max, D0.1cc, D2/50/95/98 %, and V95%Rx for targets."""
+    row = {"structure": original_name or dvh.name, "normalized_name": dvh.name, "role": role, "mode": dvh.mode,
+           "volume_cc": dvh.volume_cc,
            "mean_gy": dvh.mean_gy, "min_gy": dvh.min_gy, "max_gy": dvh.max_gy,
            "d0.1cc_gy": dvh.d_cc(0.1), "d2pct_gy": dvh.d_percent(2), "d50pct_gy": dvh.d_percent(50),
            "d95pct_gy": dvh.d_percent(95), "d98pct_gy": dvh.d_percent(98)}
@@ -240,4 +270,9 @@ def dvh_table(case: Case, dose_gy: np.ndarray | None = None, mode: str = "native
               *, dose_grid: Grid | None = None) -> list[dict]:
     """One row (see :func:`dvh_row`) per non-empty structure of `case`."""
     dvhs = case_dvhs(case, dose_gy, mode, dose_grid=dose_grid)
-    return [dvh_row(d, case.structures[k].role.value, case.structures[k].prescription_gy) for k, d in dvhs.items()]
+    return [structure_row(d, case.structures[k]) for k, d in dvhs.items()]
+
+
+def structure_row(dvh: DVH, structure) -> dict:
+    """:func:`dvh_row` of a case's Structure (role, prescription, name as read)."""
+    return dvh_row(dvh, structure.role.value, structure.prescription_gy, structure.original_name)

@@ -23,7 +23,7 @@ from ..geometry import resample_to_grid
 from .comparison import (HEADLINE_DICE_FRACTION, cord_dmax_error, dvh_differences, gdphmm_mae, isodose_dice_levels,
                          mae_in_mask, oar_dmax_errors)
 from .constraints import check_constraints
-from .dvh import DVH, case_dvhs
+from .dvh import DVH, case_dvhs, dvh_warnings
 from .gamma import GammaResult, gamma_index
 from .openkbp_score import case_openkbp_scores
 from .quality import target_quality
@@ -71,7 +71,9 @@ def evaluate_case_full(pred, ref_case: Case, *, gamma: bool = True, constraints=
     if body is None:
         body = np.ones(ref_case.grid.shape, bool)
         log.warning("case %s has no body structure; the whole grid is used as body", ref_case.name)
-    m: dict = {"case": ref_case.name, "note": NOT_FOR_CLINICAL_USE}
+    m: dict = {"case": ref_case.name, "note": NOT_FOR_CLINICAL_USE, "warnings": list(ref_case.warnings)}
+    if isinstance(pred, Case):
+        m["warnings"] += [f"prediction: {w}" for w in pred.warnings]
     kbp = case_openkbp_scores(ref_case, pred_dose) if ref_case.body_mask is not None else None
     m["dose_score"] = kbp["dose_score"] if kbp else float("nan")
     m["dvh_score"] = kbp["dvh_score"] if kbp else float("nan")
@@ -93,6 +95,7 @@ def evaluate_case_full(pred, ref_case: Case, *, gamma: bool = True, constraints=
         m["gamma_2mm2pct"] = gamma_index(ref, pred_dose, ref_case.grid.spacing_mm, 2.0, 2.0, 10.0).pass_rate_pct
     ref_dvhs = case_dvhs(ref_case, ref, dvh_mode)
     pred_dvhs = case_dvhs(ref_case, pred_dose, dvh_mode)
+    m["warnings"] += [w for w in dvh_warnings(ref_dvhs, ref_case) if w not in m["warnings"]]
     dmax = oar_dmax_errors(ref_dvhs, pred_dvhs, list(ref_case.oars))
     originals = {k: s.original_name for k, s in ref_case.structures.items()}
     m["cord_dmax_error"] = cord_dmax_error(dmax, originals)

@@ -14,9 +14,10 @@ from ..io.detect import is_dicom_file, npz_kind, read_case
 from ..io.nrrd import is_segmentation_path, is_volume_path
 
 
-def read_any_case(path: str | Path, data_root: str | Path | None = None) -> Case:
-    """Any supported input (OpenKBP/pyRadPlan/case npz, NRRD, DICOM) -> Case, via the io layer."""
-    return read_case(Path(path), data_root=data_root)
+def read_any_case(path: str | Path, data_root: str | Path | None = None, fractions: int | None = None) -> Case:
+    """Any supported input (OpenKBP/pyRadPlan/case npz, NRRD, DICOM) -> Case, via the io layer (`fractions`: see
+    :func:`~ADDiffDoseLib.io.detect.read_case`)."""
+    return read_case(Path(path), data_root=data_root, fractions=fractions)
 
 
 def npz_members(path: str | Path) -> set[str]:
@@ -62,7 +63,8 @@ def read_prediction_dose(path: str | Path, ref_grid: Grid) -> np.ndarray:
     return dose
 
 
-def read_dose_input(path: str | Path, data_root: str | Path | None = None) -> tuple[np.ndarray, Grid, Case | None]:
+def read_dose_input(path: str | Path, data_root: str | Path | None = None,
+                    fractions: int | None = None) -> tuple[np.ndarray, Grid, Case | None]:
     """(dose Gy (n0, n1, n2) float32, its grid, the case read or None) from a dose input.
 
     A single NRRD/NIfTI volume file is the dose itself (Gy); anything else is read as a case that must carry a
@@ -74,7 +76,7 @@ def read_dose_input(path: str | Path, data_root: str | Path | None = None) -> tu
 
         dose, grid, _ = read_volume(path)
         return np.asarray(dose, np.float32), grid, None
-    case = read_any_case(path, data_root=data_root)
+    case = read_any_case(path, data_root=data_root, fractions=fractions)
     if case.dose_gy is None:
         raise DoseError("input has no dose (give a case with a planned dose, an RTDOSE or a dose volume)",
                         path=path, code=ErrorCode.MISSING_FIELD)
@@ -89,7 +91,7 @@ def _dicom_modality(path: Path) -> str:
 
 
 def read_structures_for_dose(path: str | Path, dose_grid: Grid, dose_case: Case | None = None,
-                             data_root: str | Path | None = None) -> Case:
+                             data_root: str | Path | None = None, fractions: int | None = None) -> Case:
     """The case holding the structures in `path` for a dose on `dose_grid`.
 
     A lone RT Structure Set file (no CT series beside it) is rasterized directly on the dose grid, as planning
@@ -106,7 +108,7 @@ def read_structures_for_dose(path: str | Path, dose_grid: Grid, dose_case: Case 
         plan = dose_case.plan if dose_case is not None else Plan(source="dicom")
         return Case(name=base, grid=dose_grid, ct_hu=None, structures=structures, plan=plan, dose_gy=None,
                     metadata={"source_path": str(path)}, warnings=tuple(warnings))
-    return read_any_case(path, data_root=data_root)
+    return read_any_case(path, data_root=data_root, fractions=fractions)
 
 
 try:

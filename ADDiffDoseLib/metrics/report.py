@@ -145,13 +145,13 @@ def _maps_figure(volume: np.ndarray, grid: Grid, centre, title: str, cmap: str, 
     return _png(fig)
 
 
-def _dvh_figure(ev: Evaluation, title: str) -> str:
+def _dvh_figure(ev: Evaluation, title: str, labels: dict[str, str] | None = None) -> str:
     fig = Figure(figsize=(9, 5.5))
     axis = fig.subplots()
     colours = matplotlib.colormaps["tab20"]
     for i, (key, ref) in enumerate(ev.ref_dvhs.items()):
         colour = colours(i % 20)
-        axis.plot(ref.dose_bins_gy, ref.volume_pct, "-", color=colour, label=key)
+        axis.plot(ref.dose_bins_gy, ref.volume_pct, "-", color=colour, label=(labels or {}).get(key, key))
         pred = ev.pred_dvhs.get(key)
         if pred is not None:
             axis.plot(pred.dose_bins_gy, pred.volume_pct, "--", color=colour)
@@ -220,13 +220,13 @@ def _provenance_table(prov: dict | None) -> str:
     return f"<table><tr><th>prediction provenance</th><th></th></tr>{rows}</table>"
 
 
-def _constraint_table(metrics: dict) -> str:
+def _constraint_table(metrics: dict, labels: dict[str, str] | None = None) -> str:
     c = metrics.get("constraints") or {}
     pred = {(r["structure"], r["metric"]): r for r in c.get("pred", [])}
     rows = []
     for r in c.get("ref", []):
         p = pred.get((r["structure"], r["metric"]))
-        cells = [html.escape(r["structure"]), html.escape(f"{r['metric']} {r['comparator']} {r['limit']:g} {r['unit']}")]
+        cells = [html.escape((labels or {}).get(r["structure"], r["structure"])), html.escape(f"{r['metric']} {r['comparator']} {r['limit']:g} {r['unit']}")]
         for x in (r, p):
             if x is None:
                 cells.append("<td>-</td>")
@@ -250,6 +250,18 @@ def _main_target(case: Case):
     return next((s.mask for s in case.targets.values() if not s.is_empty), None)
 
 
+def _dvh_name_table(ev: Evaluation, ref_case: Case) -> str:
+    """Reference and predicted Dmean / Dmax per structure, named as read with the normalized name beside it."""
+    rows = []
+    for key, ref in ev.ref_dvhs.items():
+        s, pred = ref_case.structures.get(key), ev.pred_dvhs.get(key)
+        cells = [s.original_name if s else key, key, f"{ref.volume_cc:.2f}", f"{ref.mean_gy:.2f}", f"{ref.max_gy:.2f}",
+                 f"{pred.mean_gy:.2f}" if pred else "-", f"{pred.max_gy:.2f}" if pred else "-"]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    head = ("structure (as read)", "normalized", "cc", "ref Dmean", "ref Dmax", "pred Dmean", "pred Dmax")
+    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+
+
 def case_section(ev: Evaluation, ref_case: Case) -> str:
     """HTML of one case: tables and three embedded figures (two if gamma was not computed)."""
     name = html.escape(ref_case.name)
@@ -261,12 +273,16 @@ def case_section(ev: Evaluation, ref_case: Case) -> str:
     if body is not None and body.any():
         diff = np.where(body, diff, np.nan)  # outside the body: CT only
     target = _main_target(ref_case)
+    labels = {k: s.label for k, s in ref_case.structures.items()}
     shared = {"ct": ref_case.ct_hu, "body": body, "target": target}
     diff_png = _maps_figure(diff, ref_case.grid, centre, "prediction - reference [Gy] (green: target outline)",
                             "RdBu_r", Normalize(-lim, lim), colorbar_label="Gy", **shared)
-    parts = [f"<h2>Case {name}</h2>", _provenance_table(ev.metrics.get("provenance")), _metric_table(ev.metrics),
-             "<h3>Dose constraints</h3>", _constraint_table(ev.metrics), "<h3>DVH</h3>",
-             f'<img alt="DVH {name}" src="{_dvh_figure(ev, name)}">',
+    warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in ev.metrics.get("warnings") or [])
+    parts = [f"<h2>Case {name}</h2>", f'<ul class="warn">{warnings}</ul>' if warnings else "",
+             _provenance_table(ev.metrics.get("provenance")), _metric_table(ev.metrics),
+             "<h3>Dose constraints</h3>", _constraint_table(ev.metrics, labels), "<h3>DVH</h3>",
+             f'<img alt="DVH {name}" src="{_dvh_figure(ev, name, labels)}">',
+             _dvh_name_table(ev, ref_case),
              "<h3>Dose difference (prediction - reference)</h3>",
              f'<img alt="dose difference {name}" src="{diff_png}">']
     if ev.gamma_3mm3pct is not None:

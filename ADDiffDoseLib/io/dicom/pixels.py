@@ -14,9 +14,12 @@ MAX_PIXEL_BYTES = 2 * 1024**3
 
 
 def read_full(path: Path) -> pydicom.Dataset:
-    """The whole dataset (pixel data still encoded); damaged files raise InputError."""
+    """The whole dataset (pixel data still encoded); files without File Meta header as in
+    :func:`~.scan.dcmread_lenient`; damaged files raise InputError."""
+    from .scan import dcmread_lenient
+
     try:
-        return pydicom.dcmread(path)
+        return dcmread_lenient(path, stop_before_pixels=False)
     except Exception as exc:  # pydicom raises many kinds on damaged files
         raise InputError(f"unreadable DICOM file: {exc}", path=path, code=ErrorCode.CORRUPT_FILE) from exc
 
@@ -54,9 +57,12 @@ def pixel_array(ds: pydicom.Dataset, path) -> np.ndarray:
                          code=ErrorCode.UNSUPPORTED_FORMAT)
     bits = _int(ds, "BitsAllocated", path)
     signed = _int(ds, "PixelRepresentation", path, 0) == 1
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta else None
     if ts is None or not ts.is_compressed:
-        dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}").newbyteorder(">" if ts is not None and not ts.is_little_endian else "<")
+        # without a File Meta header pydicom guessed the encoding from the first element
+        little = ts.is_little_endian if ts is not None else (getattr(ds, "original_encoding", (None, True))[1] is not False)
+        dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}").newbyteorder("<" if little else ">")
         raw = ds.PixelData
         need = frames * rows * cols * dtype.itemsize
         if len(raw) < need:
@@ -64,11 +70,38 @@ def pixel_array(ds: pydicom.Dataset, path) -> np.ndarray:
                              code=ErrorCode.CORRUPT_FILE)
         arr = np.frombuffer(raw, dtype=dtype, count=frames * rows * cols).astype(dtype.newbyteorder("="))
         return arr.reshape(frames, rows, cols)
+    _check_decoder(ts, path)
     try:
         arr = ds.pixel_array
     except Exception as exc:
-        raise InputError(f"cannot decode pixel data: {exc}", path=path, code=ErrorCode.CORRUPT_FILE) from exc
+        raise InputError(f"cannot decode {ts.name} pixel data: {exc}", path=path, code=ErrorCode.CORRUPT_FILE) from exc
     return np.asarray(arr).reshape(frames, rows, cols)
+
+
+#: What to install for each compressed transfer syntax (RLE needs nothing: pydicom decodes it with numpy).
+DECODER_PACKAGES = {
+    "JPEG Lossless": "pylibjpeg pylibjpeg-libjpeg (pip install 'addiffdose[jpeg]')",
+    "JPEG Baseline": "pylibjpeg pylibjpeg-libjpeg (pip install 'addiffdose[jpeg]')",
+    "JPEG Extended": "pylibjpeg pylibjpeg-libjpeg (pip install 'addiffdose[jpeg]')",
+    "JPEG-LS": "pylibjpeg pylibjpeg-libjpeg (pip install 'addiffdose[jpeg]')",
+    "JPEG 2000": "pylibjpeg pylibjpeg-openjpeg (pip install 'addiffdose[jpeg]')",
+    "RLE": "pydicom >= 3 (built in), or pylibjpeg pylibjpeg-rle",
+}
+
+
+def _check_decoder(ts, path) -> None:
+    """A one-line error naming the package to install when pydicom has no decoder for `ts`."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise InputError(f"pixel data in {ts.name} ({ts}): no decoder exists for this transfer syntax", path=path,
+                         code=ErrorCode.UNSUPPORTED_FORMAT) from None
+    if not decoder.is_available:
+        package = next((v for k, v in DECODER_PACKAGES.items() if ts.name.startswith(k)), "gdcm or pylibjpeg")
+        raise InputError(f"pixel data in {ts.name}: install {package} to decode it", path=path,
+                         code=ErrorCode.DEPENDENCY_MISSING)
 
 
 def floats(ds: pydicom.Dataset, keyword: str, n: int, path) -> np.ndarray:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ...case import Case, Plan, Role, Structure
+from ...case import Case, Plan, Role, Structure, implausible_dose
 from ...errors import ErrorCode, GeometryError, InputError
 from ...geometry import resample_to_grid
 from .body import body_from_ct
@@ -16,7 +17,7 @@ from .pixels import read_full
 from .rtdose import read_rtdose
 from .rtplan import read_rtplan
 from .rtstruct import parse_rois, structures_from_rois
-from .scan import SeriesInfo, scan
+from .scan import SeriesInfo, scan, third_party_warnings
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +72,32 @@ def _referenced_ct_sops(rs) -> set[str]:
     return out
 
 
-def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy: float | None = None) -> Case:
+def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy: float | None = None,
+               fractions: int | None = None) -> Case:
     """Read one study from a DICOM file or folder.
 
     series_uid picks the study (and that series when several of its kind exist); prescription_gy (total Gy)
-    overrides the plan's and is needed for RELATIVE dose. The case grid is the CT's; with no CT series of
+    overrides the plan's and is needed for RELATIVE dose; fractions overrides the plan's number of fractions
+    and is needed for a FRACTION dose without its RT Plan. The case grid is the CT's; with no CT series of
     at least two slices it is the RTDOSE grid. Structures are rasterized on it, dose resampled trilinearly.
+    A dose maximum that cannot be right (:func:`~ADDiffDoseLib.case.implausible_dose`) is a warning naming the
+    summation type, fractions and DoseGridScaling used; pydicom's own warnings become case warnings (one line each).
     """
-    path = Path(path)
+    caught: list[str] = []
+    with third_party_warnings(caught):
+        case = _read_study(Path(path), series_uid, prescription_gy, fractions)
+    return case.replace(warnings=(*case.warnings, *caught)) if caught else case
+
+
+def _read_study(path: Path, series_uid, prescription_gy, fractions) -> Case:
     series = select_study(path, scan(path), series_uid)
     by_mod = {m: [s for s in series if s.modality == m] for m in ("CT", "RTSTRUCT", "RTPLAN", "RTDOSE")}
     warnings: list[str] = []
+    no_meta = [f for s in series for f in s.files if not f.file_meta]
+    if no_meta:
+        kinds = ", ".join(sorted({f.modality for f in no_meta}))
+        warnings.append(f"{len(no_meta)} {kinds} file(s) without preamble / File Meta header, e.g. "
+                        f"{no_meta[0].path.name}: read with the transfer syntax pydicom guessed")
 
     rs_series = _pick(path, "RTSTRUCT", by_mod["RTSTRUCT"], series_uid, set())
     rs_ds = read_full(rs_series.files[0].path) if rs_series else None
@@ -97,7 +113,7 @@ def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy:
         warnings += plan_info.warnings
     rx = prescription_gy or (plan_info.prescription_gy if plan_info else None)
 
-    doses = _read_doses(path, series, by_mod["RTDOSE"], series_uid, plan_ds, plan_info, rx, warnings)
+    doses, how = _read_doses(path, by_mod["RTDOSE"], series_uid, plan_ds, plan_info, rx, fractions, warnings)
 
     frame_uid = ct.first.get("FrameOfReferenceUID") if ct else (doses[0][2] if doses else None)
     frame_uid = str(frame_uid) if frame_uid else None
@@ -124,8 +140,15 @@ def read_dicom(path: str | Path, series_uid: str | None = None, prescription_gy:
     structures: dict[str, Structure] = {}
     if rs_ds is not None:
         rois = parse_rois(rs_ds, frame_uid, rs_series.files[0].path)
-        structures, w = structures_from_rois(rois, grid, rx)
+        on_grid = structures_from_rois if ct_hu is not None else structures_on_part_of_grid  # RTDOSE grid: clipped
+        structures, w = on_grid(rois, grid, rx)
         warnings += w
+    if doses:
+        target_rx = [s.prescription_gy for s in structures.values() if s.role == Role.TARGET and s.prescription_gy]
+        top_rx = max([r for r in [rx, *target_rx] if r], default=None)
+        w = implausible_dose(float(dose_gy.max()), top_rx, how)
+        if w:
+            warnings.append(w)
     if not any(s.role == Role.EXTERNAL for s in structures.values()) and ct_hu is not None:
         structures["External"] = Structure("External", body_from_ct(ct_hu), Role.EXTERNAL,
                                            original_name="External (CT threshold)")
@@ -184,15 +207,52 @@ def read_rtstruct_on_grid(path: str | Path, grid, frame_of_reference_uid: str | 
     planning systems do). Contours of another frame of reference than `frame_of_reference_uid` are refused.
     Returns (name -> Structure with a bool mask of grid.shape, warnings)."""
     path = Path(path)
-    ds = read_full(path)
-    if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
-        raise InputError(f"not an RT Structure Set (Modality {ds.get('Modality', '')!s})", path=path,
-                         code=ErrorCode.UNSUPPORTED_FORMAT)
-    return structures_from_rois(parse_rois(ds, frame_of_reference_uid, path), grid, prescription_gy)
+    caught: list[str] = []
+    with third_party_warnings(caught):
+        ds = read_full(path)
+        if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
+            raise InputError(f"not an RT Structure Set (Modality {ds.get('Modality', '')!s})", path=path,
+                             code=ErrorCode.UNSUPPORTED_FORMAT)
+        structures, warnings = structures_on_part_of_grid(parse_rois(ds, frame_of_reference_uid, path), grid,
+                                                          prescription_gy)
+    return structures, warnings + caught
 
 
-def _read_doses(path, series, dose_series, series_uid, plan_ds, plan_info, rx, warnings):
-    """[(DoseData in Gy, series uid, frame uid, path)] to be summed: one PLAN dose, or all BEAM doses."""
+#: Largest grid (voxels) rasterized to measure how much of a structure lies outside the dose grid.
+MAX_EXTENDED_VOXELS = 64 * 1024**2
+
+
+def structures_on_part_of_grid(rois, grid, prescription_gy):
+    """:func:`structures_from_rois` on `grid` (an RT Dose's), warning for each structure that lies partly outside
+    it ('31.4 of 54.5 cc inside'): the ROIs are rasterized on `grid` extended over all contours, then cropped."""
+    points = [pts for r in rois for pts in r.contours_lps]
+    if not points:
+        return structures_from_rois(rois, grid, prescription_gy)
+    idx = grid.lps_to_index(np.concatenate(points))
+    lo = np.minimum(np.floor(idx.min(axis=0) + 0.5).astype(int), 0)
+    hi = np.maximum(np.ceil(idx.max(axis=0) - 0.5).astype(int), np.asarray(grid.shape) - 1)
+    shape = hi - lo + 1
+    if np.all(lo == 0) and np.all(hi == np.asarray(grid.shape) - 1):
+        return structures_from_rois(rois, grid, prescription_gy)
+    if np.prod(shape.astype(float)) > MAX_EXTENDED_VOXELS:
+        structures, warnings = structures_from_rois(rois, grid, prescription_gy)
+        return structures, warnings + ["contours reach beyond the dose grid; the volume outside was not measured"]
+    structures, warnings = structures_from_rois(rois, grid.with_shape(tuple(shape), offset_index=lo), prescription_gy)
+    crop = tuple(slice(-a, -a + n) for a, n in zip(lo, grid.shape))
+    out = {}
+    for key, s in structures.items():
+        inside = s.mask[crop]
+        total, kept = int(s.mask.sum()), int(inside.sum())
+        if kept < total:
+            warnings.append(f"structure {s.original_name!r} lies partly outside the dose grid: "
+                            f"{kept * grid.voxel_volume_cc:.1f} of {total * grid.voxel_volume_cc:.1f} cc inside")
+        out[key] = replace(s, mask=np.ascontiguousarray(inside))
+    return out, warnings
+
+
+def _read_doses(path, dose_series, series_uid, plan_ds, plan_info, rx, fractions, warnings):
+    """([(DoseData in Gy, series uid, frame uid, path)] to be summed: one PLAN dose, or all BEAM doses;
+    how they were scaled, in words)."""
     files = [(s, f) for s in dose_series for f in s.files]
     if series_uid and any(s.series_uid == series_uid for s, _ in files):
         files = [(s, f) for s, f in files if s.series_uid == series_uid]
@@ -201,12 +261,12 @@ def _read_doses(path, series, dose_series, series_uid, plan_ds, plan_info, rx, w
         ds = read_full(f.path)
         loaded.append((read_rtdose(ds, f.path), s.series_uid, str(ds.get("FrameOfReferenceUID", "")), f.path))
     if not loaded:
-        return []
+        return [], ""
     plan_uid = str(plan_ds.get("SOPInstanceUID", "")) if plan_ds is not None else None
     kinds = {d[0].summation_type for d in loaded}
     if len(loaded) > 1:
         if kinds <= {"BEAM", "BEAM_SESSION", "CONTROL_POINT"} and len(kinds) == 1:
-            warnings.append(f"{len(loaded)} {kinds.pop()} doses summed")
+            warnings.append(f"{len(loaded)} {next(iter(kinds))} doses summed")
         else:
             plan_level = [d for d in loaded if d[0].summation_type in ("PLAN", "MULTI_PLAN")]
             linked = [d for d in plan_level if plan_uid and d[0].referenced_plan_uid == plan_uid]
@@ -215,19 +275,26 @@ def _read_doses(path, series, dose_series, series_uid, plan_ds, plan_info, rx, w
                 raise _ambiguous(path, f"{len(loaded)} RT Dose files of types {sorted(kinds)}",
                                  [s for s in dose_series])
             loaded = chosen
-    out = []
-    fractions = plan_info.plan.fractions if plan_info else None
+    plan_fractions = plan_info.plan.fractions if plan_info else None
+    if fractions and plan_fractions and int(fractions) != int(plan_fractions):
+        warnings.append(f"{fractions} fractions given; the RT Plan says {plan_fractions}")
+    n_fx, fx_source = (int(fractions), "given") if fractions else (plan_fractions, "RT Plan")
+    out, how = [], []
     for dd, suid, fuid, p in loaded:
+        step = f"DoseSummationType {dd.summation_type}, DoseGridScaling {dd.scaling:.6g}"
         if dd.units == "RELATIVE":
             if not rx:
                 raise InputError("DoseUnits RELATIVE: give the prescription (total Gy) to convert to Gy", path=p,
                                  code=ErrorCode.MISSING_FIELD)
             dd.dose = dd.dose * np.float32(rx / 100.0)  # RELATIVE taken as percent of the prescription
             warnings.append("RELATIVE dose taken as percent of the prescription")
+            step += f", RELATIVE as % of {rx:g} Gy"
         if dd.summation_type == "FRACTION":
-            if not fractions:
-                raise InputError("DoseSummationType FRACTION needs the number of fractions (RT Plan missing)",
-                                 path=p, code=ErrorCode.MISSING_FIELD)
-            dd.dose = dd.dose * np.float32(fractions)
+            if not n_fx:
+                raise InputError("DoseSummationType FRACTION: the number of fractions is unknown (no RT Plan); "
+                                 "give it with --fractions N", path=p, code=ErrorCode.MISSING_FIELD)
+            dd.dose = dd.dose * np.float32(n_fx)
+            step += f", x {n_fx} fractions ({fx_source})"
+        how.append(step)
         out.append((dd, suid, fuid, p))
-    return out
+    return out, "; ".join(dict.fromkeys(how))

@@ -23,27 +23,40 @@ class DoseData:
     units: str
     summation_type: str
     referenced_plan_uid: str | None
+    scaling: float = 1.0  # DoseGridScaling applied
+
+
+def frame_order(ds: pydicom.Dataset, frames: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(order, positions): the permutation that sorts the frames along the slice normal, and the sorted frame
+    positions relative to ImagePositionPatient (mm). Both GridFrameOffsetVector forms are read (relative: from 0;
+    absolute: from the first frame's position along the normal), in any order: increasing, decreasing
+    (GammaPlan writes them so) or shuffled."""
+    if frames == 1:
+        return np.zeros(1, dtype=np.intp), np.zeros(1)
+    _, _, normal = orientation_axes(floats(ds, "ImageOrientationPatient", 6, path), path)
+    offsets = floats(ds, "GridFrameOffsetVector", frames, path)
+    base = float(floats(ds, "ImagePositionPatient", 3, path) @ normal)
+    if abs(offsets[0]) > POSITION_TOL_MM and abs(offsets[0] - base) <= POSITION_TOL_MM:
+        offsets = offsets - base
+    elif abs(offsets[0]) > POSITION_TOL_MM:
+        raise GeometryError(f"GridFrameOffsetVector starts at {offsets[0]} (neither 0 nor the first frame's "
+                            f"position {base:.3f})", path=path)
+    order = np.argsort(offsets, kind="stable")
+    return order, offsets[order]
 
 
 def dose_grid(ds: pydicom.Dataset, frames: int, path: Path) -> Grid:
-    """Grid of a (multi-frame) RTDOSE: both GridFrameOffsetVector forms (relative from 0, absolute)."""
+    """Grid of a (multi-frame) RTDOSE with its frames sorted by increasing position along the slice normal
+    (:func:`frame_order`); the pixel array must be reordered with the same permutation."""
     row, col, normal = orientation_axes(floats(ds, "ImageOrientationPatient", 6, path), path)
     ipp = floats(ds, "ImagePositionPatient", 3, path)
     spacing_rc = floats(ds, "PixelSpacing", 2, path)
     if np.any(spacing_rc <= 0):
         raise GeometryError(f"PixelSpacing must be positive, got {spacing_rc.tolist()}", path=path)
     if frames > 1:
-        offsets = floats(ds, "GridFrameOffsetVector", frames, path)
-        base = float(ipp @ normal)
-        # relative form starts at 0; absolute form starts at the first frame's position along the normal
-        if abs(offsets[0]) > POSITION_TOL_MM and abs(offsets[0] - base) <= POSITION_TOL_MM:
-            offsets = offsets - base
-        elif abs(offsets[0]) > POSITION_TOL_MM:
-            raise GeometryError(f"GridFrameOffsetVector starts at {offsets[0]} (neither 0 nor the first frame's "
-                                f"position {base:.3f})", path=path)
-        if offsets[-1] < offsets[0]:
-            raise GeometryError("GridFrameOffsetVector decreases; not supported", path=path)
-        dz = even_spacing(offsets, "RT Dose frames", path)
+        _, positions = frame_order(ds, frames, path)
+        dz = even_spacing(positions, "RT Dose frames", path)
+        ipp = ipp + positions[0] * normal  # centre of the lowest frame
     else:
         dz = _float(ds.get("SliceThickness")) or 1.0
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -59,9 +72,12 @@ def _float(v):
 
 
 def read_rtdose(ds: pydicom.Dataset, path: Path) -> DoseData:
-    """Stored values x DoseGridScaling on the RTDOSE's own grid."""
+    """Stored values x DoseGridScaling on the RTDOSE's own grid (frames sorted by position)."""
     stored = pixel_array(ds, path)
     grid = dose_grid(ds, stored.shape[0], path)
+    order, _ = frame_order(ds, stored.shape[0], path)
+    if np.any(order != np.arange(order.size)):
+        stored = stored[order]
     scaling = _float(ds.get("DoseGridScaling", 1.0))
     if scaling is None:
         raise InputError(f"DoseGridScaling {ds.get('DoseGridScaling')!r} is not a positive number", path=path,
@@ -75,4 +91,4 @@ def read_rtdose(ds: pydicom.Dataset, path: Path) -> DoseData:
     units = str(ds.get("DoseUnits", "GY") or "GY").upper()
     if units not in ("GY", "RELATIVE"):
         raise InputError(f"DoseUnits {units!r} unknown (GY or RELATIVE)", path=path, code=ErrorCode.INVALID_VALUE)
-    return DoseData(grid, dose, units, str(ds.get("DoseSummationType", "PLAN") or "PLAN").upper(), ref)
+    return DoseData(grid, dose, units, str(ds.get("DoseSummationType", "PLAN") or "PLAN").upper(), ref, scaling)

@@ -96,18 +96,21 @@ def build_rtplan(case: Case, ctx: StudyContext, provenance: dict | None = None, 
     fg.FractionGroupNumber = 1
     fg.NumberOfFractionsPlanned = case.plan.fractions or 1
     fg.NumberOfBeams, fg.NumberOfBrachyApplicationSetups = len(case.plan.beams), 0
-    fg.ReferencedBeamSequence = []
-    for n in range(1, len(case.plan.beams) + 1):
-        rb = Dataset()
-        rb.ReferencedBeamNumber = n
-        fg.ReferencedBeamSequence.append(rb)
     ds.FractionGroupSequence = [fg]
-    ds.BeamSequence = [_beam(n, b, iso, "ADDiffDose") for n, b in enumerate(case.plan.beams, start=1)]
     setup = Dataset()
     setup.PatientSetupNumber, setup.PatientPosition = 1, case.patient_position
     ds.PatientSetupSequence = [setup]
-    for b in ds.BeamSequence:
-        b.ReferencedPatientSetupNumber = 1
+    if case.plan.beams:
+        # with no beams (a dose-only study) the RT Beams module and ReferencedBeamSequence (Type 1C) are left out:
+        # present and empty, they are errors (dciodvfy); the plan then records fractions and prescription only
+        fg.ReferencedBeamSequence = []
+        for n in range(1, len(case.plan.beams) + 1):
+            rb = Dataset()
+            rb.ReferencedBeamNumber = n
+            fg.ReferencedBeamSequence.append(rb)
+        ds.BeamSequence = [_beam(n, b, iso, "ADDiffDose") for n, b in enumerate(case.plan.beams, start=1)]
+        for b in ds.BeamSequence:
+            b.ReferencedPatientSetupNumber = 1
     ds.ApprovalStatus = "UNAPPROVED"
     return ds
 

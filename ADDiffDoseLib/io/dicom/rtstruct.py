@@ -12,6 +12,7 @@ import pydicom
 from ...case import Role, Structure
 from ...errors import ErrorCode, GeometryError, InputError
 from ...geometry import Grid
+from ...names import is_derived_structure
 from .rasterize import rasterize_contours
 
 TARGET_TYPES = ("PTV", "CTV", "GTV")  # outermost first
@@ -95,6 +96,8 @@ def role_of(name: str, interpreted_type: str, name_role: Role | None = None) -> 
     low = name.lower().replace(" ", "_")
     if t == "EXTERNAL":
         return Role.EXTERNAL
+    if is_derived_structure(name):  # SBRT rings 'D2CM ...' typed PTV, 'Cord_PRV5' typed ORGAN: never targets/organs
+        return Role.OTHER
     if t in TARGET_TYPES:
         return Role.TARGET
     if t == "ORGAN":
@@ -151,6 +154,8 @@ def structures_from_rois(rois: list[RoiData], grid: Grid, plan_rx_gy: float | No
                 named_rx[roi.number] = plan_rx_gy
     out: dict[str, Structure] = {}
     for roi, mask, role, key in built:
+        if role == Role.EXTERNAL and "External" not in out and not any(b[3] == "External" for b in built):
+            key = "External"  # typed EXTERNAL under any name ('Outer Contour', 'possible_dose_mask')
         if key in out:
             key = f"{key}_{roi.number}"
         out[key] = Structure(key, mask, role, named_rx.get(roi.number) if role == Role.TARGET else None,

@@ -115,10 +115,11 @@ def write_rtstruct(path: str | Path, case: Case, overwrite: bool = False, *, con
         frame.RTReferencedStudySequence = [study]
     ds.ReferencedFrameOfReferenceSequence = [frame]
     ds.StructureSetROISequence, ds.ROIContourSequence, ds.RTROIObservationsSequence = [], [], []
+    names = case.names_as_read(64)
     for number, (key, s) in enumerate(case.structures.items(), start=1):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID = number, ctx.frame_of_reference_uid
-        roi.ROIName, roi.ROIGenerationAlgorithm = key[:64], "AUTOMATIC"
+        roi.ROIName, roi.ROIGenerationAlgorithm = names[key], "AUTOMATIC"
         ds.StructureSetROISequence.append(roi)
         rc = Dataset()
         rc.ReferencedROINumber = number
