@@ -133,6 +133,11 @@ def apply_priors_to_samples(case: Case, samples: np.ndarray, model) -> np.ndarra
     return samples
 
 
+def band_center_of(model) -> str:
+    """'median' or 'point' from a model's record (``band_center``, chosen with the factors); default median."""
+    return str(getattr(model, "record", {}).get("band_center", "median"))
+
+
 def band_scales_of(model) -> dict[str, float]:
     """Per-family factors from a model's ``band_scales`` (config attribute, else record); 1 where absent."""
     raw = getattr(getattr(model, "config", None), "band_scales", None) or getattr(model, "record", {}).get("band_scales")
@@ -150,11 +155,13 @@ def _widen(med, q_lo, q_hi, s):
 
 
 def dvh_bands(case: Case, samples: np.ndarray, *, band_scales: dict | None = None, point_dose: np.ndarray | None = None,
-              curves: bool = True) -> dict:
+              curves: bool = True, center: str = "median") -> dict:
     """Per structure: the DVH band (5/50/95 % of volume at each 0.1 Gy bin) and per metric its interval.
 
     samples: (K, *case.grid.shape) dose samples (Gy); band_scales: family -> factor (default 1);
-    point_dose: the prediction itself, whose metric is reported as ``value`` beside the interval.
+    point_dose: the prediction itself, whose metric is reported as ``value`` beside the interval;
+    center: "median" (interval about the sample median) or "point" (the same spread about ``value``: the noise
+    biases min/max-like metrics, D99 down and D1 up, while the point prediction is unbiased by it).
     Returns {"K", "interval", "band_scales", "structures": {key: {"role", "prescription_gy", "metrics":
     {metric: {"family", "lo", "hi", "median", "value"?}}, "curve": {"dose_gy", "lo_pct", "median_pct",
     "hi_pct"}}}}.
@@ -163,6 +170,9 @@ def dvh_bands(case: Case, samples: np.ndarray, *, band_scales: dict | None = Non
     if samples.ndim != 4 or samples.shape[1:] != tuple(case.grid.shape):
         raise InputError(f"samples must be (K, {case.grid.shape}), got {samples.shape}", code=ErrorCode.GRID_MISMATCH)
     K = samples.shape[0]
+    if center not in ("median", "point") or (center == "point" and point_dose is None):
+        raise InputError(f"center must be 'median' or 'point' (with point_dose), got {center!r}",
+                         code=ErrorCode.INVALID_VALUE)
     scales = {f: 1.0 for f in FAMILIES} | {k: float(v) for k, v in (band_scales or {}).items()}
     q = ((1 - INTERVAL) / 2, 0.5, (1 + INTERVAL) / 2)
     out = {}
@@ -181,6 +191,10 @@ def dvh_bands(case: Case, samples: np.ndarray, *, band_scales: dict | None = Non
             fam = metric_family(s.role, m)
             lo_q, med, hi_q = np.quantile([v[m] for v in values], q)
             lo, hi = _widen(med, lo_q, hi_q, scales[fam])
+            if center == "point":
+                lo, hi = lo - med + point[m], hi - med + point[m]
+                if np.isnan(point[m]):  # e.g. V95%Rx of an unprescribed target is absent
+                    lo, hi = np.nan, np.nan
             if m.startswith("V"):
                 lo, hi = max(lo, 0.0), min(hi, 100.0)
             else:
@@ -201,7 +215,7 @@ def dvh_bands(case: Case, samples: np.ndarray, *, band_scales: dict | None = Non
                               "median_pct": med_c.round(3).tolist(),
                               "hi_pct": np.clip(hi_c, 0, 100).round(3).tolist()}
         out[key] = entry
-    return {"K": int(K), "interval": INTERVAL, "band_scales": scales, "structures": out}
+    return {"K": int(K), "interval": INTERVAL, "band_scales": scales, "center": center, "structures": out}
 
 
 def reference_in_bands(case: Case, bands: dict, reference_gy: np.ndarray | None = None) -> list[dict]:
@@ -238,22 +252,68 @@ def bands_rows(bands: dict) -> list[dict]:
     return rows
 
 
+def add_bands(case: Case, pred, model="default", K: int = DEFAULT_K, *, seed: int = 0,
+              corr_mm: float = DEFAULT_CORR_MM, coverage_prior: bool = True):
+    """Put the DVH bands of a Prediction that has an error map (dose_std_gy) into ``pred.bands``: K coherent
+    samples around its dose, through the model's coverage prior, factors/center from the model's record."""
+    from .predict import _cached_model
+
+    if pred.dose_std_gy is None:
+        raise InputError("bands need a prediction with an error map (samples >= 2)", code=ErrorCode.INVALID_VALUE)
+    if K < 2:
+        raise InputError(f"bands need K >= 2 samples, got {K}", code=ErrorCode.INVALID_VALUE)
+    net = _cached_model(model or "default")[0] if isinstance(model, str) or model is None else model
+    samples = coherent_samples(pred.dose_gy, pred.dose_std_gy, K, seed, corr_mm, case.grid.spacing_mm)
+    if coverage_prior and pred.provenance.get("coverage_prior"):
+        apply_priors_to_samples(case, samples, net)
+    bands = dvh_bands(case, samples, band_scales=band_scales_of(net), point_dose=pred.dose_gy,
+                      center=band_center_of(net))
+    bands.update(corr_mm=corr_mm, seed=int(seed), case=case.name, notice=pred.provenance.get("notice"))
+    pred.bands = bands
+    pred.provenance["bands"] = {"K": K, "corr_mm": corr_mm, "band_scales": bands["band_scales"],
+                                "center": bands["center"]}
+    return pred
+
+
 def predict_bands(case: Case, model="default", K: int = DEFAULT_K, *, seed: int = 0,
                   corr_mm: float = DEFAULT_CORR_MM, **predict_kwargs):
-    """predict_case with the error map (samples >= 2: flip-averaged dose + std), then K coherent samples
-    and their DVH bands in ``Prediction.bands`` (factors from the model's band_scales)."""
-    from .predict import _cached_model, predict_case
+    """predict_case with the error map (samples = K >= 2: flip-averaged dose + std for the U-Net), then
+    :func:`add_bands`. Returns the Prediction with ``bands`` set."""
+    from .predict import predict_case
 
     if K < 2:
         raise InputError(f"bands need K >= 2 samples, got {K}", code=ErrorCode.INVALID_VALUE)
-    pred = predict_case(case, model, samples=max(2, K), seed=seed, **predict_kwargs)
-    net = _cached_model(model or "default")[0] if isinstance(model, str) or model is None else model
-    samples = coherent_samples(pred.dose_gy, pred.dose_std_gy, K, seed, corr_mm, case.grid.spacing_mm)
-    if predict_kwargs.get("coverage_prior", True) and pred.provenance.get("coverage_prior"):
-        apply_priors_to_samples(case, samples, net)
-    bands = dvh_bands(case, samples, band_scales=band_scales_of(net), point_dose=pred.dose_gy)
-    bands["corr_mm"] = corr_mm
-    bands["seed"] = int(seed)
-    pred.bands = bands
-    pred.provenance["bands"] = {"K": K, "corr_mm": corr_mm, "band_scales": bands["band_scales"]}
-    return pred
+    pred = predict_case(case, model, samples=K, seed=seed, **predict_kwargs)
+    return add_bands(case, pred, model, K, seed=seed, corr_mm=corr_mm,
+                     coverage_prior=predict_kwargs.get("coverage_prior", True))
+
+
+BAND_CSV_COLUMNS = ("structure", "role", "metric", "family", "value", "median", "lo", "hi")
+
+
+def bands_paths(out_path) -> tuple:
+    """<output stem>_bands.json and .csv beside a dose output (stem before the first dot, like _std.nrrd)."""
+    from pathlib import Path
+
+    out_path = Path(out_path)
+    stem = out_path.name.split(".")[0]
+    return out_path.with_name(stem + "_bands.json"), out_path.with_name(stem + "_bands.csv")
+
+
+def write_bands(out_path, bands: dict, overwrite: bool = False) -> tuple:
+    """Write the bands JSON (curves + intervals) and a CSV of lo/hi per structure x metric; returns the paths."""
+    import csv
+    import io
+    import json
+
+    from ..io.atomic import write_text_atomic
+
+    json_path, csv_path = bands_paths(out_path)
+    write_text_atomic(json_path, json.dumps(bands, indent=1, allow_nan=True) + "\n", overwrite=overwrite)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=BAND_CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in bands_rows(bands):
+        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text_atomic(csv_path, buf.getvalue(), overwrite=overwrite)
+    return json_path, csv_path
