@@ -118,3 +118,33 @@ def test_cli_predict_samples_writes_bands(openkbp_npz, tmp_path):
     # the point prediction lies inside its own interval for nearly every metric
     inside = [float(r["lo"]) - 1e-6 <= float(r["value"]) <= float(r["hi"]) + 1e-6 for r in rows]
     assert np.mean(inside) > 0.8
+
+
+def test_band_coverage_summary():
+    from ADDiffDoseLib.model.bands import band_coverage
+
+    rows = [{"family": "target", "metric": "D95%", "lo": 60.0, "hi": 64.0, "inside": True},
+            {"family": "target", "metric": "V95%Rx", "lo": 90.0, "hi": 100.0, "inside": False},
+            {"family": "oar_max", "metric": "D0.1cc", "lo": 30.0, "hi": 36.0, "inside": True}]
+    c = band_coverage(rows)
+    assert c["band_coverage"] == pytest.approx(2 / 3) and c["band_coverage_target"] == 0.5
+    assert c["band_width_gy_target"] == 4.0 and c["band_width_gy"] == 5.0
+    assert np.isnan(c["band_coverage_oar_mean"])
+
+
+def test_benchmark_samples_prints_the_interval_table(openkbp_npz, tmp_path, capsys):
+    import json
+    import shutil
+
+    from ADDiffDoseLib.cli.main import main
+
+    root = tmp_path / "data" / "openkbp" / "validation"
+    root.mkdir(parents=True)
+    shutil.copy(openkbp_npz, root)
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--data", str(tmp_path / "data"), "--models", "default", "--samples", "8", "--limit", "1",
+                 "--no-gamma", "--no-beam-check", "--json", str(out), "--device", "cpu"]) == 0
+    stdout = capsys.readouterr().out
+    assert "DVH-metric intervals (nominal 90 %, K = 8)" in stdout
+    means = json.loads(out.read_text())["summary"]["means"]["default"]
+    assert 0 <= means["band_coverage"] <= 1 and means["band_width_gy_oar_max"] > 0

@@ -242,6 +242,18 @@ def reference_in_bands(case: Case, bands: dict, reference_gy: np.ndarray | None 
     return rows
 
 
+def band_coverage(rows: list[dict]) -> dict:
+    """Share of reference metrics inside their interval and mean width (Gy metrics), overall and per family."""
+    out = {}
+    for name in ("all",) + FAMILIES:
+        group = [r for r in rows if name == "all" or r["family"] == name]
+        gy = [r["hi"] - r["lo"] for r in group if not r["metric"].startswith("V")]
+        suffix = "" if name == "all" else "_" + name
+        out["band_coverage" + suffix] = float(np.mean([r["inside"] for r in group])) if group else float("nan")
+        out["band_width_gy" + suffix] = float(np.mean(gy)) if gy else float("nan")
+    return out
+
+
 def bands_rows(bands: dict) -> list[dict]:
     """Flat rows (structure, role, metric, family, value, median, lo, hi) for CSV output."""
     rows = []
