@@ -118,6 +118,31 @@ def test_cli_predict_samples_writes_bands(openkbp_npz, tmp_path):
     # the point prediction lies inside its own interval for nearly every metric
     inside = [float(r["lo"]) - 1e-6 <= float(r["value"]) <= float(r["hi"]) + 1e-6 for r in rows]
     assert np.mean(inside) > 0.8
+    # evaluate finds pred_bands.json beside the prediction: reference inside each interval, report shaded
+    report, out_json = tmp_path / "report.html", tmp_path / "eval.json"
+    assert main(["evaluate", "--pred", str(out), "--ref", str(openkbp_npz), "--no-gamma", "--json", str(out_json),
+                 "--report", str(report)]) == 0
+    check = json.loads(out_json.read_text())["cases"]["pt_201"]["intervals"]
+    assert 0 <= check["band_coverage"] <= 1 and check["rows"]
+    assert {"structure", "metric", "reference", "lo", "hi", "inside"} <= set(check["rows"][0])
+    assert report.stat().st_size > 10000
+
+
+def test_report_shades_the_bands(case, samples, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from ADDiffDoseLib.metrics import report
+    from ADDiffDoseLib.metrics.evaluate import evaluate_case_full
+
+    calls = []
+    original = Axes.fill_between
+    monkeypatch.setattr(Axes, "fill_between", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+    ev = evaluate_case_full(case.dose_gy, case, gamma=False)
+    report._dvh_figure(ev, "no bands")
+    assert not calls
+    ev.bands = dvh_bands(case, samples)
+    report._dvh_figure(ev, "bands")
+    assert len(calls) == len(set(ev.bands["structures"]) & set(ev.ref_dvhs)) > 0
 
 
 def test_band_coverage_summary():

@@ -27,31 +27,13 @@ import numpy as np
 from ..case import Case, Role
 from ..errors import ErrorCode, InputError
 from ..metrics.dose_stats import bounding_box
-from ..metrics.dvh import DVH, NATIVE_BIN_GY, compute_dvh
+from ..metrics.dvh import NATIVE_BIN_GY, compute_dvh
+from ..metrics.intervals import (FAMILIES, OAR_METRICS, TARGET_METRICS, band_coverage,  # noqa: F401 (re-exported)
+                                 metric_family, reference_in_bands, structure_metrics)
 
-FAMILIES = ("target", "oar_mean", "oar_max")
 INTERVAL = 0.90  # nominal coverage of the metric intervals (5 % and 95 % sample quantiles)
 DEFAULT_CORR_MM = 30.0
 DEFAULT_K = 8
-TARGET_METRICS = ("D99%", "D95%", "D1%", "Dmean", "V95%Rx")
-OAR_METRICS = ("Dmean", "D0.1cc", "D2cc", "D1%")
-
-
-def metric_family(role: Role | str, metric: str) -> str:
-    role = Role(role)
-    if role == Role.TARGET:
-        return "target"
-    return "oar_mean" if metric == "Dmean" else "oar_max"
-
-
-def structure_metrics(dvh: DVH, role: Role | str, prescription_gy: float | None = None) -> dict[str, float]:
-    """The banded DVH metrics of one structure (Gy; V95%Rx in % of the structure), from the DVH's own methods."""
-    if Role(role) == Role.TARGET:
-        out = {"D99%": dvh.d_percent(99), "D95%": dvh.d_percent(95), "D1%": dvh.d_percent(1), "Dmean": dvh.mean_gy}
-        if prescription_gy:
-            out["V95%Rx"] = dvh.v_gy(0.95 * prescription_gy, "%")
-        return out
-    return {"Dmean": dvh.mean_gy, "D0.1cc": dvh.d_cc(0.1), "D2cc": dvh.d_cc(2.0), "D1%": dvh.d_percent(1)}
 
 
 def banded_structures(case: Case) -> dict:
@@ -218,42 +200,6 @@ def dvh_bands(case: Case, samples: np.ndarray, *, band_scales: dict | None = Non
     return {"K": int(K), "interval": INTERVAL, "band_scales": scales, "center": center, "structures": out}
 
 
-def reference_in_bands(case: Case, bands: dict, reference_gy: np.ndarray | None = None) -> list[dict]:
-    """One row per (structure, metric): the reference dose's metric and whether it lies inside [lo, hi]."""
-    ref = case.dose_gy if reference_gy is None else reference_gy
-    if ref is None:
-        raise InputError(f"case {case.name!r} has no reference dose", code=ErrorCode.MISSING_FIELD)
-    rows = []
-    for key, entry in bands["structures"].items():
-        s = case.structures.get(key)
-        if s is None or s.is_empty:
-            continue
-        box = bounding_box(s.mask)
-        sub_grid = case.grid.with_shape(tuple(b.stop - b.start for b in box), [b.start for b in box])
-        ref_m = structure_metrics(compute_dvh(np.asarray(ref)[box], s.mask[box], sub_grid, name=key),
-                                  s.role, s.prescription_gy)
-        for m, iv in entry["metrics"].items():
-            r = ref_m.get(m)
-            if r is None or not np.isfinite(r):
-                continue
-            rows.append({"structure": key, "metric": m, "family": iv["family"], "reference": float(r),
-                         "lo": iv["lo"], "hi": iv["hi"], "median": iv["median"],
-                         "inside": bool(iv["lo"] <= r <= iv["hi"])})
-    return rows
-
-
-def band_coverage(rows: list[dict]) -> dict:
-    """Share of reference metrics inside their interval and mean width (Gy metrics), overall and per family."""
-    out = {}
-    for name in ("all",) + FAMILIES:
-        group = [r for r in rows if name == "all" or r["family"] == name]
-        gy = [r["hi"] - r["lo"] for r in group if not r["metric"].startswith("V")]
-        suffix = "" if name == "all" else "_" + name
-        out["band_coverage" + suffix] = float(np.mean([r["inside"] for r in group])) if group else float("nan")
-        out["band_width_gy" + suffix] = float(np.mean(gy)) if gy else float("nan")
-    return out
-
-
 def bands_rows(bands: dict) -> list[dict]:
     """Flat rows (structure, role, metric, family, value, median, lo, hi) for CSV output."""
     rows = []
@@ -321,7 +267,9 @@ def write_bands(out_path, bands: dict, overwrite: bool = False) -> tuple:
     from ..io.atomic import write_text_atomic
 
     json_path, csv_path = bands_paths(out_path)
-    write_text_atomic(json_path, json.dumps(bands, indent=1, allow_nan=True) + "\n", overwrite=overwrite)
+    from ..metrics.evaluate import to_jsonable
+
+    write_text_atomic(json_path, json.dumps(to_jsonable(bands), indent=1, allow_nan=False) + "\n", overwrite=overwrite)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=BAND_CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
