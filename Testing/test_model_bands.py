@@ -173,3 +173,22 @@ def test_benchmark_samples_prints_the_interval_table(openkbp_npz, tmp_path, caps
     assert "DVH-metric intervals (nominal 90 %, K = 8)" in stdout
     means = json.loads(out.read_text())["summary"]["means"]["default"]
     assert 0 <= means["band_coverage"] <= 1 and means["band_width_gy_oar_max"] > 0
+
+
+def test_slicer_chart_gets_the_band_edges(case, samples):
+    pytest.importorskip("slicer")
+    import slicer
+
+    from ADDiffDoseLib.slicer.bands import add_band_series
+    from ADDiffDoseLib.slicer.dvh import new_chart
+
+    scene = slicer.vtkMRMLScene()
+    chart = new_chart(scene)
+    bands = dvh_bands(case, samples)
+    out = add_band_series(scene, chart, bands, colors={"PTV70": (1.0, 0.0, 0.0)})
+    assert set(out) == set(bands["structures"])
+    assert chart.GetNumberOfPlotSeriesNodes() == 2 * len(out)
+    table, lower, upper = out["PTV70"]
+    assert lower.GetLineStyle() == slicer.vtkMRMLPlotSeriesNode.LineStyleDot and upper.GetYColumnName() == "Upper"
+    assert table.GetNumberOfRows() == len(bands["structures"]["PTV70"]["curve"]["dose_gy"])
+    assert tuple(lower.GetColor()) == (1.0, 0.0, 0.0)
