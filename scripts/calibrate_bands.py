@@ -32,7 +32,7 @@ from ADDiffDoseLib.model.predict import _cached_model, predict_case
 REPO = Path(__file__).resolve().parents[1]
 
 
-def case_items(case, ref, K, corr_mm, cache: Path | None, model: str):
+def case_items(case, ref, K, corr_mm, cache: Path | None, model: str, seed: int = 0):
     """Raw (factor 1) interval rows of one case, and the seconds: single prediction, banded prediction."""
     path = cache / f"{'sel' if ref.selection else 'val'}_{ref.name}.npz" if cache else None
     if path and path.is_file():
@@ -50,7 +50,7 @@ def case_items(case, ref, K, corr_mm, cache: Path | None, model: str):
             np.savez(path, dose=dose, std=std, t1=t1, t2=t2)
     net = _cached_model(model)[0]
     t = time.time()
-    samples = coherent_samples(dose, std, K, 0, corr_mm, case.grid.spacing_mm)
+    samples = coherent_samples(dose, std, K, seed, corr_mm, case.grid.spacing_mm)
     apply_priors_to_samples(case, samples, net)
     bands = dvh_bands(case, samples, point_dose=dose, curves=True)
     t_bands = time.time() - t
@@ -101,6 +101,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--corr-mm", type=float, default=DEFAULT_CORR_MM)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the coherent samples")
+    ap.add_argument("--scales", help="JSON of fixed band_scales (and center) to measure instead of fitting, "
+                    "e.g. '{\"target\": 2.0, \"oar_mean\": 1.2, \"oar_max\": 1.2, \"center\": \"point\"}'")
     ap.add_argument("--cache", help="folder for the cached predictions (dose, std, timings)")
     ap.add_argument("--out", default=str(REPO / "Docs" / "bands_calibration.json"))
     ap.add_argument("--write", action="store_true", help="store the factors in the bundled model's record")
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
     times = []
     for split, refs in (("selection", sel_refs), ("validation", val_refs)):
         for ref in refs:
-            r, t1, tb = case_items(load_case(ref), ref, args.samples, args.corr_mm, cache, args.model)
+            r, t1, tb = case_items(load_case(ref), ref, args.samples, args.corr_mm, cache, args.model, args.seed)
             rows[split] += r
             times.append((t1, tb))
             print(f"{split} {ref.name}: {len(r)} metrics, single {t1:.1f} s, bands {tb:.1f} s", flush=True)
@@ -127,9 +130,13 @@ def main(argv=None) -> int:
     width = lambda c: np.nanmean([fits[c]["selection"][f]["mean_width_gy"] for f in FAMILIES])  # noqa: E731
     center = min(fits, key=width)
     scales = fits[center]["band_scales"]
+    if args.scales:  # measure given factors (e.g. the released ones with another seed)
+        fixed = json.loads(args.scales)
+        center = fixed.pop("center", center)
+        scales = {f: float(fixed.get(f, 1.0)) for f in FAMILIES}
     ones = {f: 1.0 for f in FAMILIES}
     result = {
-        "K": args.samples, "corr_mm": args.corr_mm, "interval": INTERVAL, "seed": 0, "model": args.model,
+        "K": args.samples, "corr_mm": args.corr_mm, "interval": INTERVAL, "seed": args.seed, "model": args.model,
         "center": center, "band_scales": scales, "fits_on_selection": fits,
         "validation_raw": summarize(rows["validation"], "median", ones),
         "validation_calibrated": summarize(rows["validation"], center, scales),
@@ -142,8 +149,8 @@ def main(argv=None) -> int:
     }
     write_text_atomic(Path(args.out), json.dumps(result, indent=1) + "\n", overwrite=True)
     print(f"\nK = {args.samples}, corr {args.corr_mm} mm, nominal {INTERVAL:.0%}; center {center}; factors "
-          + ", ".join(f"{f} {s:.2f}" for f, s in scales.items()) + " (fitted on the 20 selection patients)\n")
-    print("| validation (33) | n | coverage raw | width raw (Gy) | coverage calibrated | width calibrated (Gy) |")
+          + ", ".join(f"{f} {s:.2f}" for f, s in scales.items()) + (" (given)\n" if args.scales else " (fitted on the 20 selection patients)\n"))
+    print("| validation (33) | n | coverage raw (factor 1, median-centred) | width raw (Gy) | coverage calibrated | width calibrated (Gy) |")
     print("|---|---|---|---|---|---|")
     for f in ("all",) + FAMILIES:
         raw, cal = result["validation_raw"][f], result["validation_calibrated"][f]
