@@ -35,7 +35,8 @@ def test_samples_are_seeded_and_nonnegative(case, scale, samples):
     other = coherent_samples(case.dose_gy, scale, 8, 1, 30.0, case.grid.spacing_mm)
     assert not np.array_equal(samples, other)
     outside = ~case.body_mask
-    np.testing.assert_array_equal(samples[:, outside], np.broadcast_to(case.dose_gy[outside], samples[:, outside].shape))
+    expected = np.broadcast_to(case.dose_gy[outside], samples[:, outside].shape)
+    np.testing.assert_array_equal(samples[:, outside], expected)
 
 
 def test_fields_are_unit_variance_and_spatially_correlated():
@@ -64,7 +65,10 @@ def test_intervals_contain_the_median_and_widen_with_the_scale(case, scale, samp
         assert len(c["dose_gy"]) == len(c["lo_pct"]) == len(c["hi_pct"])
         assert np.all(np.array(c["lo_pct"]) <= np.array(c["median_pct"]) + 1e-9)
         assert np.all(np.array(c["median_pct"]) <= np.array(c["hi_pct"]) + 1e-9)
-    width = lambda b, s, m: b["structures"][s]["metrics"][m]["hi"] - b["structures"][s]["metrics"][m]["lo"]  # noqa: E731
+
+    def width(b, s, m):
+        return b["structures"][s]["metrics"][m]["hi"] - b["structures"][s]["metrics"][m]["lo"]
+
     # a larger error map -> wider intervals
     wider = dvh_bands(case, coherent_samples(case.dose_gy, 3 * scale, 8, 0, 30.0, case.grid.spacing_mm))
     assert width(wider, "PTV70", "D95%") > width(bands, "PTV70", "D95%")

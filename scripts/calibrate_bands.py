@@ -149,8 +149,10 @@ def main(argv=None) -> int:
     }
     write_text_atomic(Path(args.out), json.dumps(result, indent=1) + "\n", overwrite=True)
     print(f"\nK = {args.samples}, corr {args.corr_mm} mm, nominal {INTERVAL:.0%}; center {center}; factors "
-          + ", ".join(f"{f} {s:.2f}" for f, s in scales.items()) + (" (given)\n" if args.scales else " (fitted on the 20 selection patients)\n"))
-    print("| validation (33) | n | coverage raw (factor 1, median-centred) | width raw (Gy) | coverage calibrated | width calibrated (Gy) |")
+          + ", ".join(f"{f} {s:.2f}" for f, s in scales.items())
+          + (" (given)\n" if args.scales else " (fitted on the 20 selection patients)\n"))
+    print("| validation (33) | n | coverage raw (factor 1, median-centred) | width raw (Gy) | coverage calibrated "
+          "| width calibrated (Gy) |")
     print("|---|---|---|---|---|---|")
     for f in ("all",) + FAMILIES:
         raw, cal = result["validation_raw"][f], result["validation_calibrated"][f]

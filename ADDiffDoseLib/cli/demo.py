@@ -63,7 +63,8 @@ def run(args) -> int:
         from ..model.bands import add_bands, write_bands
 
         add_bands(case, pred, args.model, args.samples, seed=args.seed)
-        paths["DVH bands (JSON/CSV)"] = write_bands(out / f"{case.name}_dose.npz", pred.bands, overwrite=args.overwrite)[0]
+        bands_json, _ = write_bands(out / f"{case.name}_dose.npz", pred.bands, overwrite=args.overwrite)
+        paths["DVH bands (JSON/CSV)"] = bands_json
     if case.dose_gy is not None:
         ev = evaluate_case_full(pred.dose_gy, case)
         ev.bands = pred.bands

@@ -33,8 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.dcm/.nrrd/.npz) or, for a folder input, a folder")
     p.add_argument("--model", default="default", help="model name from the manifest, or a .safetensors path")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion models)")
-    p.add_argument("--samples", type=int, default=1, help="K samples; K > 1 also writes the per-voxel std (uncertainty) "
-                   "and <output>_bands.json/.csv: DVH bands and a 90 %% interval per structure x DVH metric")
+    p.add_argument("--samples", type=int, default=1, help="K samples; K > 1 also writes the per-voxel std "
+                   "(uncertainty) and <output>_bands.json/.csv: DVH bands and a 90 %% interval per "
+                   "structure x DVH metric")
     p.add_argument("--no-bands", action="store_true", help="with --samples K > 1: skip the DVH bands")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))

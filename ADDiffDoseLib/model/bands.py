@@ -122,7 +122,8 @@ def band_center_of(model) -> str:
 
 def band_scales_of(model) -> dict[str, float]:
     """Per-family factors from a model's ``band_scales`` (config attribute, else record); 1 where absent."""
-    raw = getattr(getattr(model, "config", None), "band_scales", None) or getattr(model, "record", {}).get("band_scales")
+    raw = getattr(getattr(model, "config", None), "band_scales", None)
+    raw = raw or getattr(model, "record", {}).get("band_scales")
     out = {f: 1.0 for f in FAMILIES}
     for k, v in dict(raw or {}).items():
         if k not in FAMILIES or not (0 < float(v) < 100):
