@@ -101,6 +101,12 @@ def run(args) -> int:
         for m, means in result["summary"]["means"].items():
             print(f"uncertainty {m}: Spearman(std, |error|) {_fmt(means.get('uncertainty_spearman'))}, "
                   f"dose-gradient heuristic {_fmt(means.get('gradient_spearman'))}")
+        print(f"DVH-metric intervals (nominal 90 %, K = {args.samples}): coverage / mean width (Gy)")
+        print(f"{'model':14s}" + "".join(f"{f:>18s}" for f in ("all", "target", "oar_mean", "oar_max")))
+        for m, means in result["summary"]["means"].items():
+            cells = [(means.get("band_coverage" + s), means.get("band_width_gy" + s))
+                     for s in ("", "_target", "_oar_mean", "_oar_max")]
+            print(f"{m:14s}" + "".join(f"{'n/a' if c is None else f'{c:.1%}':>10s} {_fmt(w):>7s}" for c, w in cells))
     if args.json:
         write_text_atomic(args.json, json.dumps(to_jsonable(result), indent=1), overwrite=args.overwrite)
         print(f"wrote {args.json}")

@@ -58,8 +58,15 @@ def run(args) -> int:
     else:
         del paths["uncertainty (NRRD, Gy std)"]
     print(f"model {prov['model']} ({prov['family']}), {prov['seconds']} s on {prov['device']}")
+    if pred.dose_std_gy is not None:  # issue 16: DVH bands from coherent samples, shaded in the report
+        from ..model.bands import add_bands, write_bands
+
+        add_bands(case, pred, args.model, args.samples, seed=args.seed)
+        bands_json, _ = write_bands(out / f"{case.name}_dose.npz", pred.bands, overwrite=args.overwrite)
+        paths["DVH bands (JSON/CSV)"] = bands_json
     if case.dose_gy is not None:
         ev = evaluate_case_full(pred.dose_gy, case)
+        ev.bands = pred.bands
         write_report(paths["report (HTML)"], [(ev, case)], provenance=prov, overwrite=args.overwrite)
         _print_errors(case, pred.dose_gy, ev.metrics)
     else:

@@ -108,11 +108,24 @@ def run(args) -> int:
             ev.metrics["warnings"] += [f"prediction: {w}" for w in pred_case.warnings]
         for w in ev.metrics["warnings"]:
             print(f"warning: {name}: {w}", file=sys.stderr)
+        from ..metrics.intervals import bands_file_for, interval_check, read_bands
+
+        if bands_file_for(pred_path):  # issue 16: is each reference DVH metric inside the predicted interval?
+            ev.bands = read_bands(bands_file_for(pred_path))
+            ev.metrics["intervals"] = interval_check(ref_case, ev.bands)
         results[name] = ev.metrics
         if args.report:
             keep.append((ev, ref_case))
         print(f"{name[:16]:<16}" + "".join(f"{_cell(ev.metrics.get(k)):>14}" for k in HEADLINE_KEYS), flush=True)
     means = mean_metrics(list(results.values()))
+    rows = [r for m in results.values() for r in m.get("intervals", {}).get("rows", [])]
+    if rows:
+        from ..metrics.intervals import band_coverage
+
+        cov = band_coverage(rows)
+        print("reference inside the 90 % interval: " + ", ".join(
+            f"{f} {cov['band_coverage' + s]:.0%}" for f, s in (("all", ""), ("target", "_target"),
+                                                                ("OAR mean", "_oar_mean"), ("OAR max", "_oar_max"))))
     if len(results) > 1:
         print(f"{'mean':<16}" + "".join(f"{_cell(means.get(k)):>14}" for k in HEADLINE_KEYS))
     print(NOT_FOR_CLINICAL_USE)

@@ -43,7 +43,10 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.dcm/.nrrd/.npz) or, for a folder input, a folder")
     p.add_argument("--model", default="default", help="model name from the manifest, or a .safetensors path")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion models)")
-    p.add_argument("--samples", type=int, default=1, help="K samples; K > 1 also writes the per-voxel std (uncertainty)")
+    p.add_argument("--samples", type=int, default=1, help="K samples; K > 1 also writes the per-voxel std "
+                   "(uncertainty) and <output>_bands.json/.csv: DVH bands and a 90 %% interval per "
+                   "structure x DVH metric")
+    p.add_argument("--no-bands", action="store_true", help="with --samples K > 1: skip the DVH bands")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--gantry", help="gantry angles in degrees, e.g. 0,40,80 (overrides the input's beams)")
@@ -130,6 +133,11 @@ def predict_one(in_path: Path, out_path: Path, args, progress=None) -> list[str]
                             oar_prior=not args.no_oar_prior, progress=progress)
     finally:
         model_log.removeFilter(printed)
+    if pred.dose_std_gy is not None and not getattr(args, "no_bands", False):  # issue 16: DVH bands
+        from ..model.bands import add_bands, write_bands
+
+        add_bands(case, pred, args.model, args.samples, seed=args.seed, coverage_prior=not args.no_coverage_prior)
+        write_bands(out_path, pred.bands, overwrite=args.overwrite)
     warnings = list(dict.fromkeys([*input_warnings, *pred.warnings]))
     provenance = {**pred.provenance, "warnings": warnings}
     extra = {"dose_std": pred.dose_std_gy} if pred.dose_std_gy is not None else None

@@ -43,6 +43,7 @@ class Evaluation:
     ref_dvhs: dict[str, DVH] = field(default_factory=dict)
     pred_dvhs: dict[str, DVH] = field(default_factory=dict)
     gamma_3mm3pct: GammaResult | None = None
+    bands: dict | None = None  # DVH bands / metric intervals (metrics/intervals.py): the report shades them
 
 
 def _prediction_on_ref(pred, ref_case: Case) -> np.ndarray:

@@ -155,13 +155,16 @@ def _dvh_figure(ev: Evaluation, title: str, labels: dict[str, str] | None = None
         pred = ev.pred_dvhs.get(key)
         if pred is not None:
             axis.plot(pred.dose_bins_gy, pred.volume_pct, "--", color=colour)
+        curve = ((ev.bands or {}).get("structures", {}).get(key) or {}).get("curve")
+        if curve:  # issue 16: the 90 % DVH band of the prediction
+            axis.fill_between(curve["dose_gy"], curve["lo_pct"], curve["hi_pct"], color=colour, alpha=0.18, lw=0)
     axis.set_xlabel("Dose [Gy]")
     axis.set_ylabel("Volume [%]")
     axis.set_ylim(0, 101)
     axis.set_xlim(left=0)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, ncol=2, loc="upper right")
-    axis.set_title(f"{title}: reference solid, prediction dashed")
+    axis.set_title(f"{title}: reference solid, prediction dashed" + (", 90 % band shaded" if ev.bands else ""))
     return _png(fig)
 
 

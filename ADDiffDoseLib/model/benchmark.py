@@ -94,6 +94,10 @@ def run_case(model: str, path: Path, *, steps, samples, seed, device, gamma: boo
         grad = np.linalg.norm(np.stack(np.gradient(pred.dose_gy, *case.grid.spacing_mm)), axis=0)[body]
         metrics["uncertainty_spearman"] = spearman(pred.dose_std_gy[body], err)
         metrics["gradient_spearman"] = spearman(grad, err)
+        from .bands import add_bands, band_coverage, reference_in_bands  # issue 16: DVH-metric intervals
+
+        add_bands(case, pred, model, samples, seed=seed)
+        metrics.update(band_coverage(reference_in_bands(case, pred.bands)))
     return metrics
 
 

@@ -33,6 +33,7 @@ class Prediction:
     dose_std_gy: np.ndarray | None
     provenance: dict
     warnings: list[str] = field(default_factory=list)
+    bands: dict | None = None  # DVH bands and metric intervals (model/bands.py predict_bands)
 
 
 @functools.lru_cache(maxsize=4)
