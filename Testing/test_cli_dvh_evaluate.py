@@ -279,3 +279,27 @@ def test_dvh_warns_when_a_ct_grid_structure_leaves_the_dose_grid(nrrd_case, tmp_
             "(no dose outside)") in warnings  # 43 of its 282 voxels lie on the right half
     assert any(w.startswith("structure 'LeftParotid' lies partly outside the dose grid: 0.0 of") for w in warnings)
     assert not any("'RightParotid' lies partly outside" in w for w in warnings)  # patient right: axis 1 low side
+
+
+def test_dvh_and_evaluate_end_cap_half_recorded_everywhere(breast_dir, tmp_path, capsys):
+    """--end-cap half (contours on the breast CT): every structure loses half its end slices, the rows, JSON, CSV,
+    evaluate JSON and report name the convention; max_gy (point) and d0.03cc_gy are both in the rows."""
+    outs = {}
+    for cap in ("full", "half"):
+        code, out, err = _run(capsys, "dvh", "--dose", breast_dir, "--end-cap", cap, "--json", tmp_path / f"{cap}.json",
+                              "--csv", tmp_path / f"{cap}.csv")
+        assert code == 0 and "d0.03cc" in out, err
+        doc = json.loads((tmp_path / f"{cap}.json").read_text())
+        assert doc["end_cap"] == cap and all(r["end_cap"] == cap for r in doc["rows"])
+        outs[cap] = {r["normalized_name"]: r for r in doc["rows"]}
+        rows = list(csv.DictReader(x for x in (tmp_path / f"{cap}.csv").read_text().splitlines() if x[:1] != "#"))
+        assert {r["end_cap"] for r in rows} == {cap} and all(r["d0.03cc_gy"] for r in rows)
+    for name, full in outs["full"].items():
+        half = outs["half"][name]
+        assert half["volume_cc"] < full["volume_cc"] and full["d0.03cc_gy"] <= full["max_gy"]
+    code, _, _ = _run(capsys, "evaluate", "--pred", breast_dir / "rtdose.dcm", "--ref", breast_dir, "--no-gamma",
+                      "--end-cap", "half", "--json", tmp_path / "e.json", "--report", tmp_path / "r.html")
+    assert code == 0
+    m = json.loads((tmp_path / "e.json").read_text())["cases"]["breast"]
+    assert m["dvh_convention"] == {"mode": "native", "end_cap": "half"} and "d0.03cc_diff_gy" in m["dvh_diff"]["Lung_L"]
+    assert "end cap half" in (tmp_path / "r.html").read_text()

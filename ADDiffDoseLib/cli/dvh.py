@@ -5,6 +5,10 @@ DOSE may be a case with dose (OpenKBP / pyRadPlan / case npz, NRRD or DICOM fold
 case with structures (RTSTRUCT file or DICOM folder, seg.nrrd, npz). A lone RTSTRUCT file is rasterized on the
 dose grid and other structures without a CT (seg.nrrd) are resampled onto it (nearest), as planning systems do;
 structures with a CT keep their grid and the dose is resampled trilinearly onto it.
+
+Conventions (README, DICOM-RT): voxel-centre inclusion; --end-cap full (default) counts the first and last
+contoured slice of each structure as full slabs, --end-cap half as half slabs; max_gy is the point maximum and
+d0.03cc_gy the volume-based maximum. Rows, JSON and CSV record the mode and end cap.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from ..errors import DoseError, ErrorCode, InputError
 from ..geometry import resample_to_grid, voxels_inside
 from ..io.atomic import write_text_atomic
 from ..metrics.dvh import case_dvhs, dvh_warnings, structure_row
+from ..metrics.end_caps import END_CAPS
 from ..metrics.evaluate import to_jsonable
 from ..metrics.loading import (is_prediction_file, read_any_case, read_dose_input, read_prediction_dose,
                                read_structures_for_dose)
 
-COLUMNS = ("structure", "normalized_name", "role", "volume_cc", "mean_gy", "min_gy", "max_gy", "d0.1cc_gy", "d2pct_gy", "d50pct_gy",
-           "d95pct_gy", "d98pct_gy")
+COLUMNS = ("structure", "normalized_name", "role", "volume_cc", "mean_gy", "min_gy", "max_gy", "d0.03cc_gy",
+           "d0.1cc_gy", "d2pct_gy", "d50pct_gy", "d95pct_gy", "d98pct_gy")
 
 
 def register(subparsers) -> None:
@@ -37,10 +42,16 @@ def register(subparsers) -> None:
     p.add_argument("--json", help="write rows and DVH curves as JSON")
     p.add_argument("--csv", help="write the rows as CSV")
     p.add_argument("--slicerrt", action="store_true", help="SlicerRT-compatible DVH (x2 oversampling, 0.2 Gy bins)")
+    add_end_cap_argument(p)
     p.add_argument("--data-root", help="folder that pyRadPlan plan files' anatomy paths are relative to")
     p.add_argument("--fractions", type=int, default=None, help="number of fractions of a FRACTION RT Dose when no RT Plan gives it (overrides the plan's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
+
+
+def add_end_cap_argument(p) -> None:
+    p.add_argument("--end-cap", choices=END_CAPS, default="full",
+                   help="first and last contoured slice of each structure: full slabs (default) or half slabs")
 
 
 def _load(args):
@@ -97,7 +108,7 @@ def _table(rows) -> str:
 def run(args) -> int:
     case, dose, dose_grid, warnings = _load(args)
     mode = "slicerrt" if args.slicerrt else "native"
-    dvhs = case_dvhs(case, np.asarray(dose, np.float32), mode, dose_grid=dose_grid)
+    dvhs = case_dvhs(case, np.asarray(dose, np.float32), mode, dose_grid=dose_grid, end_cap=args.end_cap)
     rows = [structure_row(d, case.structures[k]) for k, d in dvhs.items()]
     warnings = list(dict.fromkeys([*warnings, *dvh_warnings(dvhs, case)]))
     print(_table(rows))
@@ -105,7 +116,8 @@ def run(args) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(NOT_FOR_CLINICAL_USE)
     if args.json:
-        doc = {"note": NOT_FOR_CLINICAL_USE, "case": case.name, "mode": mode, "dose": str(args.dose),
+        doc = {"note": NOT_FOR_CLINICAL_USE, "case": case.name, "mode": mode, "end_cap": args.end_cap,
+               "dose": str(args.dose),
                "structures_input": str(args.structures or args.dose), "warnings": warnings,
                "rows": rows, "curves": {k: {"structure": case.structures[k].original_name, "dose_gy": d.dose_bins_gy.tolist(),
                                             "volume_pct": d.volume_pct.tolist()}

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .. import NOT_FOR_CLINICAL_USE
+from .dvh import add_end_cap_argument
 from ..errors import ErrorCode, InputError
 from ..geometry import resample_to_grid
 from ..io.atomic import check_writable, write_text_atomic
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--report", help="write a self-contained HTML report")
     p.add_argument("--constraints", help="constraint table (YAML/JSON); default: the built-in H&N table")
     p.add_argument("--no-gamma", action="store_true", help="skip the gamma pass rates (faster)")
+    add_end_cap_argument(p)
     p.add_argument("--data-root", help="folder that pyRadPlan plan files' anatomy paths are relative to")
     p.add_argument("--fractions", type=int, default=None, help="number of fractions of a FRACTION RT Dose when no RT Plan gives it (overrides the plan's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -102,7 +104,8 @@ def run(args) -> int:
             pred, pred_grid, pred_case = read_dose_input(pred_path, data_root=args.data_root, fractions=args.fractions)
             if not pred_grid.same_as(ref_case.grid):
                 pred = resample_to_grid(pred, pred_grid, ref_case.grid, order=1)
-        ev = evaluate_case_full(pred, ref_case, gamma=not args.no_gamma, constraints=constraints)
+        ev = evaluate_case_full(pred, ref_case, gamma=not args.no_gamma, constraints=constraints,
+                                dvh_end_cap=args.end_cap)
         ev.metrics["provenance"] = prediction_provenance(pred_path, pred_case)
         if pred_case is not None:
             ev.metrics["warnings"] += [f"prediction: {w}" for w in pred_case.warnings]

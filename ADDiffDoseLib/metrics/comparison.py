@@ -9,7 +9,7 @@
   enough to be stable voxel-wise, and 50 % is the level of the usual gradient measures (R50, Paddick GI).
   The mean over 10 %..100 % is reported too (``dice_mean``).
 * Dmax error per OAR: pred - ref of the maximum voxel dose (the spinal-cord figure uses its absolute value).
-* Per-structure DVH differences: pred - ref of Dmean, Dmax, D0.1cc, D2 %, D50 %, D95 %, D98 %.
+* Per-structure DVH differences: pred - ref of Dmean, Dmax (point), D0.03cc, D0.1cc, D2 %, D50 %, D95 %, D98 %.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def dvh_differences(ref: dict[str, DVH], pred: dict[str, DVH]) -> dict[str, dict
         p = pred.get(key)
         if p is None or r.n_voxels == 0:
             continue
-        pairs = {"dmean": (r.mean_gy, p.mean_gy), "dmax": (r.max_gy, p.max_gy), "d0.1cc": (r.d_cc(0.1), p.d_cc(0.1))}
+        pairs = {"dmean": (r.mean_gy, p.mean_gy), "dmax": (r.max_gy, p.max_gy), "d0.03cc": (r.d_cc(0.03), p.d_cc(0.03)),
+                 "d0.1cc": (r.d_cc(0.1), p.d_cc(0.1))}
         for pct in (2, 50, 95, 98):
             pairs[f"d{pct}pct"] = (r.d_percent(pct), p.d_percent(pct))
         out[key] = {f"{m}_diff_gy": b - a for m, (a, b) in pairs.items()}

@@ -21,6 +21,10 @@ Two modes:
   ``0.1 + 0.2 i`` Gy up to the max of the whole dose volume (``StartValue`` 0.1, ``StepSize`` 0.2,
   ``numSamples = ceil((maxDose - 0.1)/0.2) + 1``); each row is the % of sub-voxels with dose >= the bin
   (vtkImageAccumulate floors (v - origin)/spacing). Volume cc = sub-voxel count x sub-voxel volume.
+
+End-capping (``end_cap``, :mod:`.end_caps`): ``full`` (default) counts the first and last contoured slice as full
+slabs, ``half`` as half slabs. Dmax: ``max_gy`` is the point maximum (voxel / sub-voxel centres); ``d_cc(0.03)``
+(row ``d0.03cc_gy``) is the volume-based maximum that some planning systems and protocols report instead.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..case import Case
 from ..errors import DoseError, ErrorCode
 from ..geometry import Grid, resample_to_grid, voxels_inside
 from .dose_stats import bounding_box, check_dose, dose_at_hottest_count, hottest_count
+from .end_caps import between_end_planes, check_end_cap, drop_outer_subslices, end_planes, half_capped_doses
 
 MODES = ("native", "slicerrt")
 #: Structures smaller than this (cc) get a warning: their DVH depends on the voxel size and the convention.
@@ -49,7 +54,9 @@ class DVH:
 
     dose_bins_gy: (B,) curve doses; volume_pct / volume_cc_curve: (B,) share/volume with dose >= bin;
     volume_cc: structure volume; sorted_dose_gy: (N,) voxel (sub-voxel) doses sorted descending;
-    voxel_volume_cc: volume of one of those voxels.
+    voxel_volume_cc: volume of one of those entries (native with end_cap 'half': half a voxel, interior voxels
+    entered twice and end-slice voxels once, so every count-based metric weighs the end slices 1/2);
+    end_cap: 'full' or 'half' (see :mod:`.end_caps`).
     """
 
     name: str
@@ -64,9 +71,11 @@ class DVH:
     voxel_volume_cc: float
     sorted_dose_gy: np.ndarray = field(repr=False)
     warnings: tuple[str, ...] = ()  # partly outside the dose grid, under SMALL_STRUCTURE_CC
+    end_cap: str = "full"
 
     @property
     def n_voxels(self) -> int:
+        """Entries of sorted_dose_gy (voxels, sub-voxels, or half voxels: see the class docstring)."""
         return int(self.sorted_dose_gy.size)
 
     def d_percent(self, percent: float) -> float:
@@ -94,8 +103,8 @@ class DVH:
         raise ValueError(f"unit must be '%' or 'cc', got {unit!r}")
 
     def to_dict(self, curve: bool = False) -> dict:
-        out = {"structure": self.name, "mode": self.mode, "volume_cc": self.volume_cc, "mean_gy": self.mean_gy,
-               "min_gy": self.min_gy, "max_gy": self.max_gy}
+        out = {"structure": self.name, "mode": self.mode, "end_cap": self.end_cap, "volume_cc": self.volume_cc,
+               "mean_gy": self.mean_gy, "min_gy": self.min_gy, "max_gy": self.max_gy, "d0.03cc_gy": self.d_cc(0.03)}
         if curve:
             out["dose_gy"] = self.dose_bins_gy.tolist()
             out["volume_pct"] = self.volume_pct.tolist()
@@ -110,12 +119,14 @@ def _curve(sorted_desc: np.ndarray, bins: np.ndarray) -> np.ndarray:
     return 100.0 * counts / sorted_desc.size
 
 
-def _make(name: str, mode: str, doses: np.ndarray, voxel_cc: float, bins: np.ndarray, volume_pct=None) -> DVH:
+def _make(name: str, mode: str, doses: np.ndarray, voxel_cc: float, bins: np.ndarray, volume_pct=None,
+          end_cap: str = "full") -> DVH:
     doses = np.sort(np.asarray(doses, dtype=np.float64))[::-1]
     n = doses.size
     pct = _curve(doses, bins) if volume_pct is None else volume_pct
     stats = (float(doses.mean()), float(doses[-1]), float(doses[0])) if n else (float("nan"),) * 3
-    return DVH(name, mode, bins, pct, pct / 100.0 * n * voxel_cc, n * voxel_cc, *stats, voxel_cc, doses)
+    return DVH(name, mode, bins, pct, pct / 100.0 * n * voxel_cc, n * voxel_cc, *stats, voxel_cc, doses,
+               end_cap=end_cap)
 
 
 # --- SlicerRT oversampling ---------------------------------------------------------------------------
@@ -138,7 +149,7 @@ def _upsample2_linear(a: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
-def _slicerrt_doses(dose: np.ndarray, mask_on_dose: np.ndarray) -> np.ndarray:
+def _slicerrt_doses(dose: np.ndarray, mask_on_dose: np.ndarray, end_cap: str = "full") -> np.ndarray:
     """Doses of the x2 sub-voxels of `mask_on_dose` (mask already on the dose grid, nearest = repeat)."""
     box = bounding_box(mask_on_dose, pad=1)
     if box is None:
@@ -149,6 +160,8 @@ def _slicerrt_doses(dose: np.ndarray, mask_on_dose: np.ndarray) -> np.ndarray:
     # padding voxels taken from the real volume are true neighbours; at the volume edge the clamp applies
     m = mask_on_dose[box]
     m = m.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    if end_cap == "half":
+        m = drop_outer_subslices(m, *end_planes(mask_on_dose), box[0].start)
     return sub[m]
 
 
@@ -166,15 +179,17 @@ def compute_dvh(
     *,
     dose_grid: Grid | None = None,
     name: str = "",
+    end_cap: str = "full",
 ) -> DVH:
     """DVH of `mask` (bool, on `grid`) under `dose_gy` (Gy, on `dose_grid`, default `grid`).
 
     native: if the grids differ the dose is resampled trilinearly onto `grid`.
     slicerrt: the mask is brought onto the x2-oversampled dose grid (nearest), as SlicerRT does.
+    end_cap: 'full' or 'half' slabs for the first and last slice (axis 0 of `grid`), see :mod:`.end_caps`.
     The DVH's `warnings` say when the structure lies partly outside the dose grid or is under SMALL_STRUCTURE_CC.
-    Raises DoseError (E204) for negative dose.
+    Raises DoseError (E204) for negative dose, InputError (E205) for an unknown end_cap.
     """
-    dvh = _compute(dose_gy, mask, grid, mode, dose_grid, name)
+    dvh = _compute(dose_gy, mask, grid, mode, dose_grid, name, check_end_cap(end_cap))
     found = []
     total_cc = float(np.count_nonzero(mask)) * grid.voxel_volume_cc
     if dose_grid is not None and not dose_grid.same_as(grid):
@@ -188,7 +203,7 @@ def compute_dvh(
     return replace(dvh, warnings=tuple(found)) if found else dvh
 
 
-def _compute(dose_gy, mask, grid, mode, dose_grid, name) -> DVH:
+def _compute(dose_gy, mask, grid, mode, dose_grid, name, end_cap) -> DVH:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     dose_grid = dose_grid or grid
@@ -200,17 +215,27 @@ def _compute(dose_gy, mask, grid, mode, dose_grid, name) -> DVH:
         if not dose_grid.same_as(grid):
             dose = resample_to_grid(dose.astype(np.float32), dose_grid, grid, order=1)
         box = bounding_box(mask)
-        doses = dose[box][mask[box]] if box is not None else np.zeros(0)
+        voxel_cc = grid.voxel_volume_cc
+        if box is None:
+            doses = np.zeros(0)
+        elif end_cap == "half":
+            doses, voxel_cc = half_capped_doses(dose[box], mask[box]), voxel_cc / 2
+        else:
+            doses = dose[box][mask[box]]
         top = float(doses.max()) if doses.size else 0.0
         bins = NATIVE_BIN_GY * np.arange(int(np.ceil(top / NATIVE_BIN_GY - 1e-9)) + 1)
-        return _make(name, mode, doses, grid.voxel_volume_cc, bins)
+        return _make(name, mode, doses, voxel_cc, bins, end_cap=end_cap)
     # slicerrt
     if dose_grid.same_as(grid):
-        doses = _slicerrt_doses(dose, mask)
+        doses = _slicerrt_doses(dose, mask, end_cap)
     else:
         fine = oversampled_grid(dose_grid)
         fine_mask = resample_to_grid(mask, grid, fine, order=0)
         box = bounding_box(fine_mask)
+        planes = end_planes(mask)
+        if box is not None and end_cap == "half" and planes is not None:
+            fine_mask[box] &= between_end_planes(fine, box, grid, *planes)
+            box = bounding_box(fine_mask)
         if box is None:
             doses = np.zeros(0)
         else:  # dose on the fine grid, only where needed
@@ -227,7 +252,7 @@ def _compute(dose_gy, mask, grid, mode, dose_grid, name) -> DVH:
     pct = _curve(np.sort(doses)[::-1], bins)
     bins = np.concatenate([[0.0], bins])
     pct = np.concatenate([[100.0], pct])
-    return _make(name, mode, doses, voxel_cc, bins, volume_pct=pct)
+    return _make(name, mode, doses, voxel_cc, bins, volume_pct=pct, end_cap=end_cap)
 
 
 DEFAULT_TABLE_METRICS = ("D0.1cc", "D2%", "D50%", "D95%", "D98%")
@@ -244,10 +269,11 @@ def dvh_warnings(dvhs: dict[str, DVH], case: Case | None = None) -> list[str]:
 
 def dvh_row(dvh: DVH, role: str = "", prescription_gy: float | None = None, original_name: str | None = None) -> dict:
     """A flat table row: the structure's name as read (`original_name`, default the DVH's name) and its normalized
-    name, volume, mean/min/max, D0.1cc, D2/50/95/98 %, and V95%Rx for targets."""
+    name, the convention (mode, end_cap), volume, mean/min/max (max = point maximum), D0.03cc (volume-based
+    maximum), D0.1cc, D2/50/95/98 %, and V95%Rx for targets."""
     row = {"structure": original_name or dvh.name, "normalized_name": dvh.name, "role": role, "mode": dvh.mode,
-           "volume_cc": dvh.volume_cc,
-           "mean_gy": dvh.mean_gy, "min_gy": dvh.min_gy, "max_gy": dvh.max_gy,
+           "end_cap": dvh.end_cap, "volume_cc": dvh.volume_cc,
+           "mean_gy": dvh.mean_gy, "min_gy": dvh.min_gy, "max_gy": dvh.max_gy, "d0.03cc_gy": dvh.d_cc(0.03),
            "d0.1cc_gy": dvh.d_cc(0.1), "d2pct_gy": dvh.d_percent(2), "d50pct_gy": dvh.d_percent(50),
            "d95pct_gy": dvh.d_percent(95), "d98pct_gy": dvh.d_percent(98)}
     if prescription_gy:
@@ -257,19 +283,19 @@ def dvh_row(dvh: DVH, role: str = "", prescription_gy: float | None = None, orig
 
 
 def case_dvhs(case: Case, dose_gy: np.ndarray | None = None, mode: str = "native",
-              *, dose_grid: Grid | None = None) -> dict[str, DVH]:
+              *, dose_grid: Grid | None = None, end_cap: str = "full") -> dict[str, DVH]:
     """DVH of every non-empty structure of `case` under `dose_gy` (default: the case's own dose)."""
     dose = case.dose_gy if dose_gy is None else dose_gy
     if dose is None:
         raise DoseError(f"case {case.name!r} has no dose to compute DVHs from", code=ErrorCode.MISSING_FIELD)
-    return {key: compute_dvh(dose, s.mask, case.grid, mode, dose_grid=dose_grid, name=key)
+    return {key: compute_dvh(dose, s.mask, case.grid, mode, dose_grid=dose_grid, name=key, end_cap=end_cap)
             for key, s in case.structures.items() if not s.is_empty}
 
 
 def dvh_table(case: Case, dose_gy: np.ndarray | None = None, mode: str = "native",
-              *, dose_grid: Grid | None = None) -> list[dict]:
+              *, dose_grid: Grid | None = None, end_cap: str = "full") -> list[dict]:
     """One row (see :func:`dvh_row`) per non-empty structure of `case`."""
-    dvhs = case_dvhs(case, dose_gy, mode, dose_grid=dose_grid)
+    dvhs = case_dvhs(case, dose_gy, mode, dose_grid=dose_grid, end_cap=end_cap)
     return [structure_row(d, case.structures[k]) for k, d in dvhs.items()]
 
 

@@ -4,7 +4,7 @@ Keys of :func:`evaluate_case` (Gy unless the name says otherwise; NaN where a me
 dose_score, dvh_score (OpenKBP), gdphmm_mae, mae_body, dice (= dice_50), dice_mean, dice_10 ... dice_100
 (isodose Dice at % of the highest prescription), gamma_3mm3pct, gamma_2mm2pct (pass rates, %), cord_dmax_error,
 plus nested details: oar_dmax_error, dvh_diff, openkbp_dvh_details, quality (ref/pred CI and HI per target),
-constraints (ref/pred rows), prescription_gy.
+constraints (ref/pred rows), prescription_gy, dvh_convention (DVH mode and end cap used).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .comparison import (HEADLINE_DICE_FRACTION, cord_dmax_error, dvh_difference
                          mae_in_mask, oar_dmax_errors)
 from .constraints import check_constraints
 from .dvh import DVH, case_dvhs, dvh_warnings
+from .end_caps import check_end_cap
 from .gamma import GammaResult, gamma_index
 from .openkbp_score import case_openkbp_scores
 from .quality import target_quality
@@ -62,8 +63,11 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def evaluate_case_full(pred, ref_case: Case, *, gamma: bool = True, constraints=None, dvh_mode: str = "native") -> Evaluation:
-    """All metrics of `pred` (Case or (n0, n1, n2) Gy array on ref_case.grid) against `ref_case.dose_gy`."""
+def evaluate_case_full(pred, ref_case: Case, *, gamma: bool = True, constraints=None, dvh_mode: str = "native",
+                       dvh_end_cap: str = "full") -> Evaluation:
+    """All metrics of `pred` (Case or (n0, n1, n2) Gy array on ref_case.grid) against `ref_case.dose_gy`.
+
+    dvh_mode / dvh_end_cap: the DVH convention (:func:`~.dvh.compute_dvh`) of every DVH-based metric."""
     if ref_case.dose_gy is None:
         raise DoseError(f"reference case {ref_case.name!r} has no dose", code=ErrorCode.MISSING_FIELD)
     ref = ref_case.dose_gy
@@ -72,7 +76,8 @@ def evaluate_case_full(pred, ref_case: Case, *, gamma: bool = True, constraints=
     if body is None:
         body = np.ones(ref_case.grid.shape, bool)
         log.warning("case %s has no body structure; the whole grid is used as body", ref_case.name)
-    m: dict = {"case": ref_case.name, "note": NOT_FOR_CLINICAL_USE, "warnings": list(ref_case.warnings)}
+    m: dict = {"case": ref_case.name, "note": NOT_FOR_CLINICAL_USE, "warnings": list(ref_case.warnings),
+               "dvh_convention": {"mode": dvh_mode, "end_cap": check_end_cap(dvh_end_cap)}}
     if isinstance(pred, Case):
         m["warnings"] += [f"prediction: {w}" for w in pred.warnings]
     kbp = case_openkbp_scores(ref_case, pred_dose) if ref_case.body_mask is not None else None
@@ -94,8 +99,8 @@ def evaluate_case_full(pred, ref_case: Case, *, gamma: bool = True, constraints=
         gamma3 = gamma_index(ref, pred_dose, ref_case.grid.spacing_mm, 3.0, 3.0, 10.0)
         m["gamma_3mm3pct"] = gamma3.pass_rate_pct
         m["gamma_2mm2pct"] = gamma_index(ref, pred_dose, ref_case.grid.spacing_mm, 2.0, 2.0, 10.0).pass_rate_pct
-    ref_dvhs = case_dvhs(ref_case, ref, dvh_mode)
-    pred_dvhs = case_dvhs(ref_case, pred_dose, dvh_mode)
+    ref_dvhs = case_dvhs(ref_case, ref, dvh_mode, end_cap=dvh_end_cap)
+    pred_dvhs = case_dvhs(ref_case, pred_dose, dvh_mode, end_cap=dvh_end_cap)
     m["warnings"] += [w for w in dvh_warnings(ref_dvhs, ref_case) if w not in m["warnings"]]
     dmax = oar_dmax_errors(ref_dvhs, pred_dvhs, list(ref_case.oars))
     originals = {k: s.original_name for k, s in ref_case.structures.items()}

@@ -254,15 +254,21 @@ def _main_target(case: Case):
 
 
 def _dvh_name_table(ev: Evaluation, ref_case: Case) -> str:
-    """Reference and predicted Dmean / Dmax per structure, named as read with the normalized name beside it."""
+    """Reference and predicted Dmean / Dmax (point) / D0.03cc per structure, named as read with the normalized name
+    beside it, under a line naming the DVH convention."""
     rows = []
     for key, ref in ev.ref_dvhs.items():
         s, pred = ref_case.structures.get(key), ev.pred_dvhs.get(key)
-        cells = [s.original_name if s else key, key, f"{ref.volume_cc:.2f}", f"{ref.mean_gy:.2f}", f"{ref.max_gy:.2f}",
-                 f"{pred.mean_gy:.2f}" if pred else "-", f"{pred.max_gy:.2f}" if pred else "-"]
+        cells = [s.original_name if s else key, key, f"{ref.volume_cc:.2f}"]
+        cells += [f"{v:.2f}" for v in (ref.mean_gy, ref.max_gy, ref.d_cc(0.03))]
+        cells += [f"{v:.2f}" for v in (pred.mean_gy, pred.max_gy, pred.d_cc(0.03))] if pred else ["-"] * 3
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = ("structure (as read)", "normalized", "cc", "ref Dmean", "ref Dmax", "pred Dmean", "pred Dmax")
-    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+    head = ("structure (as read)", "normalized", "cc", "ref Dmean", "ref Dmax", "ref D0.03cc", "pred Dmean",
+            "pred Dmax", "pred D0.03cc")
+    conv = ev.metrics.get("dvh_convention") or {}
+    note = (f"<p>DVH convention: mode {html.escape(str(conv.get('mode', 'native')))}, end cap "
+            f"{html.escape(str(conv.get('end_cap', 'full')))}; Dmax = point maximum, D0.03cc = volume-based.</p>")
+    return note + "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 
 
 def case_section(ev: Evaluation, ref_case: Case) -> str:
