@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..case import Case
-from ..errors import DoseError, ErrorCode
+from ..errors import DoseError, ErrorCode, InputError
 from ..geometry import Grid, resample_to_grid, voxels_inside
 from .dose_stats import bounding_box, check_dose, dose_at_hottest_count, hottest_count
 from .end_caps import between_end_planes, check_end_cap, drop_outer_subslices, end_planes, half_capped_doses
@@ -81,13 +81,13 @@ class DVH:
     def d_percent(self, percent: float) -> float:
         """D_x%: minimum dose (Gy) of the hottest `percent` % of the volume (see module docstring)."""
         if not 0 <= percent <= 100:
-            raise ValueError(f"volume percent must be in [0, 100], got {percent}")
+            raise InputError(f"volume percent must be in [0, 100], got {percent}", code=ErrorCode.INVALID_VALUE)
         return dose_at_hottest_count(self.sorted_dose_gy, hottest_count(percent / 100.0 * self.n_voxels, 1.0))
 
     def d_cc(self, volume_cc: float) -> float:
         """D_xcc: minimum dose (Gy) of the hottest `volume_cc` cc (all voxels if the structure is smaller)."""
         if volume_cc < 0:
-            raise ValueError(f"volume must be >= 0 cc, got {volume_cc}")
+            raise InputError(f"volume must be >= 0 cc, got {volume_cc}", code=ErrorCode.INVALID_VALUE)
         return dose_at_hottest_count(self.sorted_dose_gy, hottest_count(volume_cc, self.voxel_volume_cc))
 
     def v_gy(self, dose_gy: float, unit: str = "%") -> float:
@@ -100,7 +100,7 @@ class DVH:
             return 100.0 * count / self.n_voxels
         if unit == "cc":
             return count * self.voxel_volume_cc
-        raise ValueError(f"unit must be '%' or 'cc', got {unit!r}")
+        raise InputError(f"unit must be '%' or 'cc', got {unit!r}", code=ErrorCode.INVALID_VALUE)
 
     def to_dict(self, curve: bool = False) -> dict:
         out = {"structure": self.name, "mode": self.mode, "end_cap": self.end_cap, "volume_cc": self.volume_cc,
@@ -205,7 +205,7 @@ def compute_dvh(
 
 def _compute(dose_gy, mask, grid, mode, dose_grid, name, end_cap) -> DVH:
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}", code=ErrorCode.INVALID_VALUE)
     dose_grid = dose_grid or grid
     dose = check_dose(dose_gy)
     dose_grid.check_array(dose, "dose")
