@@ -134,3 +134,22 @@ def test_predicted_dose_node_equals_library_prediction(loaded, heuristic_model):
     assert nodes.grid_from_volume_node(dose_node).same_as(prepared.case.grid, atol_mm=1e-6)
     assert float(np.abs(got - expected).max()) <= 1e-3
     assert float(got.max()) > 10.0  # a real dose, not an empty volume
+
+
+def test_worker_console_window_is_hidden_on_windows_only():
+    """Issue 15.7: on Windows the worker gets STARTUPINFO(dwFlags=STARTF_USESHOWWINDOW, wShowWindow=SW_HIDE) like
+    slicer.util.launchConsoleProcess (Slicer/Slicer Base/Python/slicer/util.py ~4275-4280: ``info.dwFlags = 1``,
+    ``info.wShowWindow = 0``); POSIX keeps its own session and no startupinfo."""
+    import types
+
+    class FakeStartupInfo:  # subprocess.STARTUPINFO exists only on Windows
+        def __init__(self):
+            self.dwFlags, self.wShowWindow = 0, 5  # 5 = SW_SHOW, Windows' default
+
+    windows = types.SimpleNamespace(STARTUPINFO=FakeStartupInfo, STARTF_USESHOWWINDOW=1, SW_HIDE=0,
+                                    CREATE_NEW_PROCESS_GROUP=0x200)
+    kwargs = process.popen_platform_kwargs("nt", windows)
+    assert kwargs["creationflags"] == 0x200
+    assert (kwargs["startupinfo"].dwFlags, kwargs["startupinfo"].wShowWindow) == (1, 0)
+    assert process.popen_platform_kwargs("posix") == {"start_new_session": True}
+    assert "startupinfo" not in process.popen_platform_kwargs("java", windows)
