@@ -135,3 +135,53 @@ def test_compare_planned_and_predicted(loaded, case):
     cord_dvh = compute_dvh(case.dose_gy, case.structures["SpinalCord"].mask, case.grid, mode="slicerrt")
     assert cord[0]["planned"] == pytest.approx(cord_dvh.d_cc(0.1))
     assert cord[0]["planned_passed"] == (cord_dvh.d_cc(0.1) < cord[0]["limit"])
+
+
+def _owner_plugin_searches(scene):
+    """(item, DoseVolume attribute at that moment) for every SubjectHierarchyItemOwnerPluginSearchRequested."""
+    import slicer
+    import vtk
+
+    sh = nodes.subject_hierarchy(scene)
+    seen = []
+
+    @vtk.calldata_type(vtk.VTK_LONG)
+    def on_search(caller, event, item):
+        node = sh.GetItemDataNode(item)
+        seen.append((item, node.GetAttribute("DicomRtImport.DoseVolume") if node else None))
+
+    sh.AddObserver(slicer.vtkMRMLSubjectHierarchyNode.SubjectHierarchyItemOwnerPluginSearchRequested, on_search)
+    return seen
+
+
+def test_dose_node_asks_for_an_owner_plugin_search_once_marked(loaded, case):
+    """Issue 15.4: SH plugins pick the owner when the item is made (qSlicerSubjectHierarchyPluginLogic.cxx
+    ~222-289), before the dose attribute exists; RequestOwnerPluginSearch (vtkMRMLSubjectHierarchyNode.cxx ~2596)
+    invokes SubjectHierarchyItemOwnerPluginSearchRequested, which the app's plugin logic answers."""
+    scene, ct_node, _ = loaded
+    seen = _owner_plugin_searches(scene)
+    node = _dose_node(scene, ct_node, case)
+    item = nodes.subject_hierarchy(scene).GetItemByDataNode(node)
+    assert (item, "1") in seen  # asked again after DicomRtImport.DoseVolume was set
+    assert node.GetAttribute(dose_output.PRESCRIPTION_ATTRIBUTE) == "70"
+    assert dose_output.prescription_of(node) == 70.0
+
+
+def test_a_planned_dose_the_user_picks_is_marked_as_dose(loaded, case):
+    """Issue 15.6: an unmarked volume gets SlicerRT's "Intensity" DVH column (vtkSlicerDoseVolumeHistogram
+    ModuleLogic.cxx ~765); marking it sets the attribute, Gy on its study and asks for an owner plugin search."""
+    scene, ct_node, _ = loaded
+    planned = nodes.add_volume_node(scene, case.dose_gy, case.grid, "plan dose from nrrd")
+    assert not dose_output.is_dose_node(planned)
+    seen = _owner_plugin_searches(scene)
+    assert dose_output.mark_as_dose(scene, planned, reference_node=ct_node) is True
+    assert dose_output.is_dose_node(planned)
+    sh = nodes.subject_hierarchy(scene)
+    item = sh.GetItemByDataNode(planned)
+    assert (item, "1") in seen
+    assert nodes.study_item_of(scene, planned) == nodes.study_item_of(scene, ct_node)
+    import slicer
+
+    level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy()
+    assert sh.GetAttributeFromItemAncestor(item, "DicomRtImport.DoseUnitName", level) == "Gy"
+    assert dose_output.mark_as_dose(scene, planned) is False  # already a dose: left alone
