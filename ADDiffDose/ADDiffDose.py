@@ -229,13 +229,14 @@ class ADDiffDoseLogic(ScriptedLoadableModuleLogic):
         return ADDiffDoseParameterNode(super().getParameterNode())
 
     def ensureDependencies(self):
-        """PyTorch via the PyTorch extension, the rest from Resources/requirements.txt (Slicer >= 5.12)."""
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            import PyTorchUtils
+        """PyTorch via the PyTorch extension (declining stops here), the rest from requirements.txt (Slicer >= 5.12)."""
+        from ADDiffDoseLib.slicer.dependencies import ensure_torch
 
-            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True, torchVersionRequirement=">=2.1")
+        try:
+            import PyTorchUtils  # the PyTorch extension's module (imports Qt: not done in the library)
+        except ImportError:
+            PyTorchUtils = None
+        ensure_torch(PyTorchUtils)
         from slicer.packaging import load_requirements, pip_ensure
 
         pip_ensure(load_requirements(self.resourcePath("requirements.txt")), requester="ADDiffDose")
