@@ -90,8 +90,11 @@ def test_dvh_nodes_equal_the_library(loaded, case):
     metrics = out.metrics_table
     rows = {metrics.GetCellText(r, 0): r for r in range(metrics.GetNumberOfRows())}
     ptv = compute_dvh(case.dose_gy, case.structures["PTV70"].mask, case.grid, mode="slicerrt")
-    assert float(metrics.GetCellText(rows["PTV70"], 2)) == pytest.approx(ptv.mean_gy, abs=1e-3)
-    assert float(metrics.GetCellText(rows["PTV70"], 5)) == pytest.approx(ptv.d_percent(95), abs=1e-3)
+    col = {metrics.GetColumnName(c): c for c in range(metrics.GetNumberOfColumns())}
+    assert list(col)[:2] == ["Structure", "Normalized name"]  # the user's name first (issue 15.10)
+    assert float(metrics.GetCellText(rows["PTV70"], col["Mean dose (Gy)"])) == pytest.approx(ptv.mean_gy, abs=1e-3)
+    assert float(metrics.GetCellText(rows["PTV70"], col["D95% (Gy)"])) == pytest.approx(ptv.d_percent(95), abs=1e-3)
+    assert out.skipped == {}
 
 
 def test_isodose_segments_threshold_the_dose(loaded, case):
