@@ -188,3 +188,37 @@ def test_a_planned_dose_the_user_picks_is_marked_as_dose(loaded, case):
     level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy()
     assert sh.GetAttributeFromItemAncestor(item, "DicomRtImport.DoseUnitName", level) == "Gy"
     assert dose_output.mark_as_dose(scene, planned) is False  # already a dose: left alone
+
+
+def _table_rows(table) -> list[dict]:
+    cols = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    return [{c: table.GetCellText(r, i) for i, c in enumerate(cols)} for r in range(table.GetNumberOfRows())]
+
+
+def test_compare_shows_user_names_marks_the_planned_dose_and_skips_outside_segments(loaded, case):
+    """Issue 15.10: the user's segment names in every table and chart, the normalized name as the second column;
+    15.6: an unmarked planned dose is marked; 15.2: a segment outside the dose is skipped, not fatal."""
+    scene, ct_node, _ = loaded
+    from ADDiffDoseLib.geometry import Grid
+
+    user = {"ptv 70": "PTV70", "L Parotid": "Parotid_L", "spinal cord": "SpinalCord"}
+    seg = nodes.add_segmentation_node(scene, {u: case.structures[k].mask for u, k in user.items()}, case.grid,
+                                      "user names", reference_node=ct_node)
+    far = Grid((4, 4, 4), case.grid.spacing_mm, case.grid.origin_lps + 1000.0, case.grid.direction)
+    seg.AddSegmentFromBinaryLabelmapRepresentation(nodes._oriented_image(np.ones(far.shape, bool), far), "Elsewhere",
+                                                   [1.0, 0.0, 0.0])
+    planned = nodes.add_volume_node(scene, case.dose_gy, case.grid, "planned (nrrd)")
+    predicted = _dose_node(scene, ct_node, case, dose=case.dose_gy * np.float32(0.98), name="predicted")
+    result = compare.compare_doses(scene, planned, predicted, seg, gamma_criteria=None)
+    assert result.planned_marked_as_dose and dose_output.is_dose_node(planned)
+    assert result.skipped == {"Elsewhere": dvh.NO_OVERLAP}
+    assert result.normalized == user
+    metric_rows = _table_rows(result.metrics_table)
+    assert list(metric_rows[0])[:3] == ["Structure", "Normalized name", "Metric"]
+    assert {(r["Structure"], r["Normalized name"]) for r in metric_rows} == set(user.items())
+    constraint_rows = _table_rows(result.constraints_table)
+    assert constraint_rows and {r["Structure"] for r in constraint_rows} <= set(user)
+    assert ("spinal cord", "SpinalCord") in {(r["Structure"], r["Normalized name"]) for r in constraint_rows}
+    series = [result.chart.GetNthPlotSeriesNode(i).GetName() for i in range(result.chart.GetNumberOfPlotSeriesNodes())]
+    assert "spinal cord (predicted)" in series and "spinal cord (planned (nrrd))" in series
+    assert not any("SpinalCord" in s for s in series)
