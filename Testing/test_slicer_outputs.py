@@ -98,17 +98,39 @@ def test_dvh_nodes_equal_the_library(loaded, case):
 
 
 def test_isodose_segments_threshold_the_dose(loaded, case):
+    """Issue 15.9: 50/80/90/95/100/105 % of the prescription stored on the dose node, a legend in Gy."""
     scene, ct_node, _ = loaded
-    node = _dose_node(scene, ct_node, case)
-    seg = isodose.create_isodose(scene, node, prescription_gy=70.0)
+    node = _dose_node(scene, ct_node, case)  # stores ADDiffDose.PrescriptionGy = 70
+    seg = isodose.create_isodose(scene, node)
     levels = isodose.default_levels_gy(70.0)
-    assert levels == [21.0, 35.0, 56.0, 66.5, 70.0, 74.9]
+    assert levels == [35.0, 56.0, 63.0, 66.5, 70.0, 73.5]
     infos = nodes.export_segments(seg, case.grid)
-    assert [i.name for i in infos] == [f"{v:g} Gy" for v in levels]
+    assert [i.name for i in infos] == [f"{p:g} % ({v:g} Gy)" for p, v in zip((50, 80, 90, 95, 100, 105), levels)]
     for level, info in zip(levels, infos):
         np.testing.assert_array_equal(info.mask, case.dose_gy >= level)
+    assert infos[1].color_rgb == pytest.approx(isodose.CLINICAL_COLORS[80.0])  # SlicerRT's 80 % purple
     sh = nodes.subject_hierarchy(scene)
     assert sh.GetItemParent(sh.GetItemByDataNode(seg)) == sh.GetItemByDataNode(node)
+    legend = isodose.legend_of(node)
+    rows = [[legend.GetCellText(r, c) for c in range(4)] for r in range(legend.GetNumberOfRows())]
+    assert rows[0] == ["50 %", "50", "35", "#00ffff"] and rows[4][:3] == ["100 %", "100", "70"]
+    again = isodose.create_isodose(scene, node, levels_pct=(90, 100))  # one segmentation and legend per dose
+    assert scene.GetNodeByID(seg.GetID()) is None and isodose.legend_of(node) is legend
+    assert legend.GetNumberOfRows() == 2 and again.GetSegmentation().GetNumberOfSegments() == 2
+
+
+def test_isodose_without_prescription_uses_slicerrts_gy_table(loaded, case):
+    scene, ct_node, _ = loaded
+    node = dose_output.add_dose_node(scene, case.dose_gy, case.grid, "no rx", reference_node=ct_node)
+    assert dose_output.prescription_of(node) is None
+    isodose.create_isodose(scene, node)
+    legend = isodose.legend_of(node)
+    assert [legend.GetCellText(r, 2) for r in range(legend.GetNumberOfRows())] == ["5", "10", "15", "20", "25", "30"]
+    assert legend.GetCellText(0, 1) == "" and legend.GetCellText(0, 3) == "#00ff00"  # Isodose_ColorTable.ctbl
+    from ADDiffDoseLib.errors import InputError
+
+    with pytest.raises(InputError, match="need a prescription"):
+        isodose.create_isodose(scene, node, levels_pct=(95,))
 
 
 def test_compare_planned_and_predicted(loaded, case):

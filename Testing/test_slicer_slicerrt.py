@@ -146,3 +146,47 @@ def test_unmarked_volume_gets_slicerrts_intensity_column(loaded, case, rt):
     dose_output.mark_as_dose(scene, plain, reference_node=ct_node)
     again = dvh.compute_dvh_nodes(scene, plain, seg, use_slicerrt=True)
     assert all(dvh.x_column(t) == "Dose" for t in again.tables.values())
+
+
+def _isodose_parameter_nodes(scene):
+    found = scene.GetNodesByClass("vtkMRMLScriptedModuleNode")
+    return [found.GetItemAsObject(i) for i in range(found.GetNumberOfItems())
+            if isinstance(found.GetItemAsObject(i), slicerrt_fakes.FakeIsodoseNode)]
+
+
+def test_isodose_keeps_one_parameter_node_per_dose_and_returns_its_model(loaded, case, monkeypatch):
+    """vtkSlicerIsodoseModuleLogic.cxx ~790: the model is named with GenerateUniqueName and kept in the parameter
+    node, so a stale "<dose>_IsodoseLevels" (here a model left by an earlier run) must not be returned."""
+    from ADDiffDoseLib.slicer import isodose
+
+    logic = slicerrt_fakes.FakeIsodoseLogic()
+    slicerrt_fakes.install(monkeypatch, isodose_logic=logic)
+    scene, ct_node, _ = loaded
+    dose = _dose(scene, ct_node, case)
+    stale = scene.AddNewNodeByClass("vtkMRMLModelNode", "pred_IsodoseLevels")
+    model = isodose.create_isodose(scene, dose)
+    assert model is not stale and model.GetName() == "pred_IsodoseLevels_1"  # GenerateUniqueName
+    parameters = _isodose_parameter_nodes(scene)
+    assert len(parameters) == 1 and parameters[0].GetIsosurfacesModelNode() is model
+    table = parameters[0].GetColorTableNode()
+    assert table.GetName() == "pred_IsodoseColorTable"
+    assert [table.GetColorName(i) for i in range(table.GetNumberOfColors())] == ["35", "56", "63", "66.5", "70", "73.5"]
+    rgba = [0.0] * 4
+    table.GetColor(0, rgba)
+    assert rgba[:3] == pytest.approx(isodose.CLINICAL_COLORS[50.0])
+    again = isodose.create_isodose(scene, dose, levels_pct=(95, 100, 107))
+    assert again is model and len(_isodose_parameter_nodes(scene)) == 1 and logic.created == 2
+    assert table.GetNumberOfColors() == 3 and table.GetColorName(2) == "74.9"
+    assert isodose.legend_of(dose).GetCellText(2, 0) == "107 %"
+
+
+def test_isodose_failure_is_our_error(loaded, case, monkeypatch):
+    """CreateIsodoseSurfaces returns false (e.g. no SH item for the dose); we raise E503, no stale model."""
+    from ADDiffDoseLib.errors import DoseError
+    from ADDiffDoseLib.slicer import isodose
+
+    slicerrt_fakes.install(monkeypatch, isodose_logic=slicerrt_fakes.FakeIsodoseLogic(fail=True))
+    scene, ct_node, _ = loaded
+    with pytest.raises(DoseError, match="could not create the isodose") as info:
+        isodose.create_isodose(scene, _dose(scene, ct_node, case))
+    assert info.value.code == ErrorCode.EXTERNAL_FAILED
