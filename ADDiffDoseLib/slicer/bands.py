@@ -147,6 +147,18 @@ def attach_bands(scene, dose_node, bands: dict, segment_names: dict[str, str] | 
     return bands_of(dose_node)
 
 
+def detach_bands(scene, dose_node) -> None:
+    """Remove the band tables kept with `dose_node` (from the scene and its references)."""
+    tables = [dose_node.GetNthNodeReference(BAND_TABLE_ROLE, i)
+              for i in range(dose_node.GetNumberOfNodeReferences(BAND_TABLE_ROLE))]
+    tables.append(dose_node.GetNodeReference(BAND_INTERVALS_ROLE))
+    dose_node.RemoveNodeReferenceIDs(BAND_TABLE_ROLE)
+    dose_node.RemoveNodeReferenceIDs(BAND_INTERVALS_ROLE)
+    for table in tables:
+        if table is not None and scene.IsNodePresent(table):
+            scene.RemoveNode(table)
+
+
 def _float(text: str) -> float:
     try:
         return float(text)
@@ -156,8 +168,8 @@ def _float(text: str) -> float:
 
 def bands_of(dose_node) -> DoseBands | None:
     """The bands :func:`attach_bands` kept with `dose_node` (None when it has none)."""
-    if dose_node is None or not dose_node.GetNumberOfNodeReferences(BAND_TABLE_ROLE) and \
-            dose_node.GetNodeReference(BAND_INTERVALS_ROLE) is None:
+    if dose_node is None or (not dose_node.GetNumberOfNodeReferences(BAND_TABLE_ROLE)
+                             and dose_node.GetNodeReference(BAND_INTERVALS_ROLE) is None):
         return None
     out = DoseBands()
     for i in range(dose_node.GetNumberOfNodeReferences(BAND_TABLE_ROLE)):
