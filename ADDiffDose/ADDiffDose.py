@@ -207,13 +207,22 @@ class ADDiffDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             result = self.logic.compareDoses(p.plannedDose, p.outputDose, p.segmentation)
             self.ui.compareResultLabel.text = _("Gamma 3%/3mm pass rate: {rate:.1f} %").format(
                 rate=result.gamma_pass_rate_pct)
+            for name, reason in result.skipped.items():  # segments without a DVH, and why
+                self.ui.logTextEdit.appendPlainText(_("No DVH for {name}: {reason}").format(name=name, reason=reason))
             slicer.modules.plots.logic().ShowChartInLayout(result.chart)
-            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(result.metrics_table.GetID())
-            slicer.app.applicationLogic().PropagateTableSelection()
+            self._showTable(result.metrics_table)
 
     def onIsodose(self):
         with slicer.util.tryWithErrorDisplay(_("Isodose failed."), waitCursor=True):
-            self.logic.createIsodose(self._parameterNode.outputDose)
+            dose = self._parameterNode.outputDose
+            self.logic.createIsodose(dose)
+            from ADDiffDoseLib.slicer.isodose import legend_of
+
+            self._showTable(legend_of(dose))  # level, % of prescription, Gy, colour
+
+    def _showTable(self, table):
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
 
 
 class ADDiffDoseLogic(ScriptedLoadableModuleLogic):
@@ -299,10 +308,12 @@ class ADDiffDoseLogic(ScriptedLoadableModuleLogic):
 
         return compute_dvh_nodes(slicer.mrmlScene, doseNode, segmentationNode, dashed=dashed)
 
-    def createIsodose(self, doseNode, levelsGy=None):
+    def createIsodose(self, doseNode, levelsGy=None, levelsPercent=None, prescriptionGy=None):
+        """SlicerRT's isodose model (else a segmentation); default levels 50..105 % of the dose's prescription."""
         from ADDiffDoseLib.slicer.isodose import create_isodose
 
-        return create_isodose(slicer.mrmlScene, doseNode, levelsGy)
+        return create_isodose(slicer.mrmlScene, doseNode, levelsGy, prescription_gy=prescriptionGy,
+                              levels_pct=levelsPercent)
 
 
 class ADDiffDoseTest(ScriptedLoadableModuleTest):
@@ -340,6 +351,8 @@ class ADDiffDoseTest(ScriptedLoadableModuleTest):
         self.assertGreaterEqual(float(array.min()), 0.0)
         dvh = logic.computeDvh(dose, segNode)
         self.assertGreater(dvh.chart.GetNumberOfPlotSeriesNodes(), 0)
+        self.assertEqual(dvh.skipped, {})
+        self.assertIs(logic.createIsodose(dose), logic.createIsodose(dose))  # one isodose (model) per dose
         import os
         import tempfile
 
