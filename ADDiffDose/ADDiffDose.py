@@ -352,7 +352,9 @@ class ADDiffDoseTest(ScriptedLoadableModuleTest):
         dvh = logic.computeDvh(dose, segNode)
         self.assertGreater(dvh.chart.GetNumberOfPlotSeriesNodes(), 0)
         self.assertEqual(dvh.skipped, {})
-        self.assertIs(logic.createIsodose(dose), logic.createIsodose(dose))  # one isodose (model) per dose
+        first, second = logic.createIsodose(dose), logic.createIsodose(dose)
+        if hasattr(slicer.modules, "isodose"):  # SlicerRT: one parameter node and model per dose
+            self.assertEqual(first.GetID(), second.GetID())
         import os
         import tempfile
 
