@@ -60,14 +60,16 @@ class FakeDoseVolumeHistogramNode(slicer.vtkMRMLScriptedModuleNode):
     def GetMetricsTableNode(self):
         table = self.GetNodeReference("dvhMetricsTableRef")
         if table is None:
-            table = self.GetScene().AddNewNodeByClass("vtkMRMLTableNode", self.GetScene().GenerateUniqueName("DvhMetrics"))
+            scene = self.GetScene()
+            table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName("DvhMetrics"))
             self.SetNodeReferenceID("dvhMetricsTableRef", table.GetID())
         return table
 
     def GetChartNode(self):
         chart = self.GetNodeReference("chartRef")
         if chart is None:
-            chart = self.GetScene().AddNewNodeByClass("vtkMRMLPlotChartNode", self.GetScene().GenerateUniqueName("DvhChart"))
+            scene = self.GetScene()
+            chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName("DvhChart"))
             self.SetNodeReferenceID("chartRef", chart.GetID())
         return chart
 

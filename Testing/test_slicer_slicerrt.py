@@ -124,7 +124,8 @@ def test_no_overlapping_segment_raises_grid_mismatch(loaded, case, rt):
     scene, ct_node, _ = loaded
     far = _far_grid(case)
     seg = nodes.add_segmentation_node(scene, {}, case.grid, "far away")
-    seg.AddSegmentFromBinaryLabelmapRepresentation(nodes._oriented_image(np.ones(far.shape, bool), far), "Far", [1, 0, 0])
+    far_image = nodes._oriented_image(np.ones(far.shape, bool), far)
+    seg.AddSegmentFromBinaryLabelmapRepresentation(far_image, "Far", [1.0, 0.0, 0.0])
     with pytest.raises(GeometryError, match="Far: does not overlap") as info:
         dvh.compute_dvh_nodes(scene, _dose(scene, ct_node, case), seg, use_slicerrt=True)
     assert info.value.code == ErrorCode.GRID_MISMATCH

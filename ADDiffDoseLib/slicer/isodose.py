@@ -83,7 +83,8 @@ def isodose_levels(levels_gy=None, prescription_gy: float | None = None, levels_
         pairs = [(v, None) for v in DEFAULT_LEVELS_GY]
     pairs.sort()
     if not pairs or pairs[0][0] <= 0:
-        raise InputError(f"isodose levels must be positive, got {levels_gy or levels_pct!r}", code=ErrorCode.INVALID_VALUE)
+        raise InputError(f"isodose levels must be positive, got {levels_gy or levels_pct!r}",
+                         code=ErrorCode.INVALID_VALUE)
     return [IsodoseLevel(gy, pct, _color(i, len(pairs), pct, gy)) for i, (gy, pct) in enumerate(pairs)]
 
 
@@ -102,7 +103,8 @@ def legend_table(scene, dose_node, levels: list[IsodoseLevel], prescription_gy: 
     """The dose's ``<dose>_IsodoseLegend`` table (made once, refilled): Level, % of prescription, Dose (Gy), Color."""
     table = dose_node.GetNodeReference(LEGEND_ROLE)
     if table is None:
-        table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(f"{dose_node.GetName()}_IsodoseLegend"))
+        name = scene.GenerateUniqueName(f"{dose_node.GetName()}_IsodoseLegend")
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
         dose_node.SetNodeReferenceID(LEGEND_ROLE, table.GetID())
         _under_dose(scene, table, dose_node)
     table.RemoveAllColumns()
@@ -198,7 +200,8 @@ def create_isodose(scene, dose_node, levels_gy=None, prescription_gy: float | No
     rx = prescription_gy or dose_output.prescription_of(dose_node)
     levels = isodose_levels(levels_gy, rx, levels_pct)
     use_slicerrt = isodose_available() if use_slicerrt is None else use_slicerrt
-    node = slicerrt_isodose(scene, dose_node, levels) if use_slicerrt else isodose_segmentation(scene, dose_node, levels)
+    make = slicerrt_isodose if use_slicerrt else isodose_segmentation
+    node = make(scene, dose_node, levels)
     legend = legend_table(scene, dose_node, levels, rx)
     node.SetAttribute("ADDiffDose.IsodoseLegendID", legend.GetID())
     return node
