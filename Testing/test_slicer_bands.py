@@ -99,3 +99,18 @@ def test_a_prediction_without_samples_drops_the_old_bands(predicted, tmp_path):
     write_dose_nrrd(out, nodes.array_from_volume_node(node), prepared.case.grid)
     assert load_prediction(scene, prepared, out, output_node=node) is node
     assert bands.bands_of(node) is None and all(not scene.IsNodePresent(t) for t in old)
+
+
+def test_a_real_worker_run_with_samples_leaves_bands_on_the_dose(loaded, tmp_path):
+    """End to end through `addiffdose predict --samples 2` (heuristic model): the file the worker writes beside
+    its dose (cli/predict.py -> model/bands.py bands_paths) is the one the logic picks up."""
+    import json
+
+    from ADDiffDoseLib.slicer.logic import DoseLogic
+
+    scene, ct_node, seg_node = loaded
+    model = tmp_path / "heuristic.json"
+    model.write_text(json.dumps({"family": "heuristic", "config": {}}))
+    node = DoseLogic().predict_dose(scene, ct_node, seg_node, beams="0,72,144,216,288", model=str(model), samples=2)
+    kept = bands.bands_of(node)
+    assert kept is not None and kept.curves and "PTV70" in kept.intervals
