@@ -207,13 +207,22 @@ class ADDiffDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             result = self.logic.compareDoses(p.plannedDose, p.outputDose, p.segmentation)
             self.ui.compareResultLabel.text = _("Gamma 3%/3mm pass rate: {rate:.1f} %").format(
                 rate=result.gamma_pass_rate_pct)
+            for name, reason in result.skipped.items():  # segments without a DVH, and why
+                self.ui.logTextEdit.appendPlainText(_("No DVH for {name}: {reason}").format(name=name, reason=reason))
             slicer.modules.plots.logic().ShowChartInLayout(result.chart)
-            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(result.metrics_table.GetID())
-            slicer.app.applicationLogic().PropagateTableSelection()
+            self._showTable(result.metrics_table)
 
     def onIsodose(self):
         with slicer.util.tryWithErrorDisplay(_("Isodose failed."), waitCursor=True):
-            self.logic.createIsodose(self._parameterNode.outputDose)
+            dose = self._parameterNode.outputDose
+            self.logic.createIsodose(dose)
+            from ADDiffDoseLib.slicer.isodose import legend_of
+
+            self._showTable(legend_of(dose))  # level, % of prescription, Gy, colour
+
+    def _showTable(self, table):
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
 
 
 class ADDiffDoseLogic(ScriptedLoadableModuleLogic):
@@ -229,13 +238,14 @@ class ADDiffDoseLogic(ScriptedLoadableModuleLogic):
         return ADDiffDoseParameterNode(super().getParameterNode())
 
     def ensureDependencies(self):
-        """PyTorch via the PyTorch extension, the rest from Resources/requirements.txt (Slicer >= 5.12)."""
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            import PyTorchUtils
+        """PyTorch via the PyTorch extension (declining stops here), the rest from requirements.txt (Slicer >= 5.12)."""
+        from ADDiffDoseLib.slicer.dependencies import ensure_torch
 
-            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True, torchVersionRequirement=">=2.1")
+        try:
+            import PyTorchUtils  # the PyTorch extension's module (imports Qt: not done in the library)
+        except ImportError:
+            PyTorchUtils = None
+        ensure_torch(PyTorchUtils)
         from slicer.packaging import load_requirements, pip_ensure
 
         pip_ensure(load_requirements(self.resourcePath("requirements.txt")), requester="ADDiffDose")
@@ -298,10 +308,12 @@ class ADDiffDoseLogic(ScriptedLoadableModuleLogic):
 
         return compute_dvh_nodes(slicer.mrmlScene, doseNode, segmentationNode, dashed=dashed)
 
-    def createIsodose(self, doseNode, levelsGy=None):
+    def createIsodose(self, doseNode, levelsGy=None, levelsPercent=None, prescriptionGy=None):
+        """SlicerRT's isodose model (else a segmentation); default levels 50..105 % of the dose's prescription."""
         from ADDiffDoseLib.slicer.isodose import create_isodose
 
-        return create_isodose(slicer.mrmlScene, doseNode, levelsGy)
+        return create_isodose(slicer.mrmlScene, doseNode, levelsGy, prescription_gy=prescriptionGy,
+                              levels_pct=levelsPercent)
 
 
 class ADDiffDoseTest(ScriptedLoadableModuleTest):
@@ -339,6 +351,10 @@ class ADDiffDoseTest(ScriptedLoadableModuleTest):
         self.assertGreaterEqual(float(array.min()), 0.0)
         dvh = logic.computeDvh(dose, segNode)
         self.assertGreater(dvh.chart.GetNumberOfPlotSeriesNodes(), 0)
+        self.assertEqual(dvh.skipped, {})
+        first, second = logic.createIsodose(dose), logic.createIsodose(dose)
+        if hasattr(slicer.modules, "isodose"):  # SlicerRT: one parameter node and model per dose
+            self.assertEqual(first.GetID(), second.GetID())
         import os
         import tempfile
 

@@ -39,6 +39,7 @@ class ErrorCode(str, enum.Enum):
     # runtime
     DEPENDENCY_MISSING = "E501"
     CANCELLED = "E502"
+    EXTERNAL_FAILED = "E503"  # another Slicer module (SlicerRT's DVH or Isodose logic) reported a failure
 
 
 class ADDiffDoseError(Exception):

@@ -193,6 +193,6 @@ def test_slicer_chart_gets_the_band_edges(case, samples):
     assert set(out) == set(bands["structures"])
     assert chart.GetNumberOfPlotSeriesNodes() == 2 * len(out)
     table, lower, upper = out["PTV70"]
-    assert lower.GetLineStyle() == slicer.vtkMRMLPlotSeriesNode.LineStyleDot and upper.GetYColumnName() == "Upper"
+    assert lower.GetLineStyle() == slicer.vtkMRMLPlotSeriesNode.LineStyleDash and upper.GetYColumnName() == "Upper"
     assert table.GetNumberOfRows() == len(bands["structures"]["PTV70"]["curve"]["dose_gy"])
     assert tuple(lower.GetColor()) == (1.0, 0.0, 0.0)

@@ -134,3 +134,70 @@ def test_predicted_dose_node_equals_library_prediction(loaded, heuristic_model):
     assert nodes.grid_from_volume_node(dose_node).same_as(prepared.case.grid, atol_mm=1e-6)
     assert float(np.abs(got - expected).max()) <= 1e-3
     assert float(got.max()) > 10.0  # a real dose, not an empty volume
+
+
+def test_worker_console_window_is_hidden_on_windows_only():
+    """Issue 15.7: on Windows the worker gets STARTUPINFO(dwFlags=STARTF_USESHOWWINDOW, wShowWindow=SW_HIDE) like
+    slicer.util.launchConsoleProcess (Slicer/Slicer Base/Python/slicer/util.py ~4275-4280: ``info.dwFlags = 1``,
+    ``info.wShowWindow = 0``); POSIX keeps its own session and no startupinfo."""
+    import types
+
+    class FakeStartupInfo:  # subprocess.STARTUPINFO exists only on Windows
+        def __init__(self):
+            self.dwFlags, self.wShowWindow = 0, 5  # 5 = SW_SHOW, Windows' default
+
+    windows = types.SimpleNamespace(STARTUPINFO=FakeStartupInfo, STARTF_USESHOWWINDOW=1, SW_HIDE=0,
+                                    CREATE_NEW_PROCESS_GROUP=0x200)
+    kwargs = process.popen_platform_kwargs("nt", windows)
+    assert kwargs["creationflags"] == 0x200
+    assert (kwargs["startupinfo"].dwFlags, kwargs["startupinfo"].wShowWindow) == (1, 0)
+    assert process.popen_platform_kwargs("posix") == {"start_new_session": True}
+    assert "startupinfo" not in process.popen_platform_kwargs("java", windows)
+
+
+class _FakePyTorchUtils:
+    """PyTorchUtils as fepegar/SlicerPyTorch PyTorchUtils/PyTorchUtils.py writes it: static torchInstalled() (package
+    metadata, ~185-197) and installTorch(askConfirmation, ..., torchVersionRequirement) returning None when the user
+    cancels the confirmation (~207-214), else the torch module."""
+
+    def __init__(self, installed: bool, accept: bool):
+        self.calls = []
+        outer = self
+
+        class PyTorchUtilsLogic:
+            @staticmethod
+            def torchInstalled():
+                outer.calls.append("torchInstalled")
+                return installed
+
+            def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None):
+                outer.calls.append(("installTorch", askConfirmation, torchVersionRequirement))
+                return object() if accept else None  # None: "Installation of PyTorch aborted by user"
+
+        self.PyTorchUtilsLogic = PyTorchUtilsLogic
+
+
+def test_declining_the_pytorch_install_stops_the_prediction():
+    """Issue 15.5: installTorch() returns None on Cancel; ensure_torch raises E501 so no worker starts."""
+    from ADDiffDoseLib.errors import ModelError
+    from ADDiffDoseLib.slicer.dependencies import ensure_torch
+
+    declined = _FakePyTorchUtils(installed=False, accept=False)
+    with pytest.raises(ModelError, match="declined") as info:
+        ensure_torch(declined)
+    assert info.value.code == ErrorCode.DEPENDENCY_MISSING
+    assert declined.calls == ["torchInstalled", ("installTorch", True, ">=2.1")]
+    accepted = _FakePyTorchUtils(installed=False, accept=True)
+    assert ensure_torch(accepted) is True
+    present = _FakePyTorchUtils(installed=True, accept=False)
+    assert ensure_torch(present) is False and present.calls == ["torchInstalled"]  # static check only
+    with pytest.raises(ModelError, match="PyTorch extension") as info:
+        ensure_torch(None)
+    assert info.value.code == ErrorCode.DEPENDENCY_MISSING
+
+
+def test_module_checks_torch_through_pytorchutils_not_by_importing_it():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "ADDiffDose" / "ADDiffDose.py").read_text(encoding="utf-8")
+    assert "import torch" not in text and "ensure_torch(PyTorchUtils)" in text

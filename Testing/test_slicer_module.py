@@ -158,3 +158,14 @@ def test_keywords_passed_to_the_library_logic_exist():
             for kw in node.keywords:
                 if kw.arg is not None and not accepts_any:
                     assert kw.arg in params, (node.func.attr, kw.arg)
+
+
+def test_cmake_policy_range_matches_slicers_extension_template():
+    """Issue 15.8: the top level asks for CMake like Slicer's extension template (Slicer/Slicer @583e9b37
+    ``Utilities/Templates/Extensions/Default/CMakeLists.txt`` line 1: ``cmake_minimum_required(VERSION
+    3.28.0...3.28.0)``); the module CMakeLists, like ``Utilities/Templates/Modules/Scripted/CMakeLists.txt``,
+    has none of its own (it inherits the top level's)."""
+    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert top.splitlines()[0] == "cmake_minimum_required(VERSION 3.28.0...3.28.0)"
+    module_cmake = (REPO / "ADDiffDose" / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "cmake_minimum_required" not in module_cmake

@@ -26,6 +26,8 @@ DOSE_UNIT_VALUE_ATTRIBUTE = "DicomRtImport.DoseUnitValue"
 SLICERRT_DOSE_COLOR_TABLE = "Dose_ColorTable"
 FALLBACK_DOSE_COLOR_TABLE = "ADDiffDose_DoseColorTable"
 PROVENANCE_PREFIX = "ADDiffDose."
+# highest target prescription (Gy) the dose was predicted for: isodose levels are % of it (issue 15.9)
+PRESCRIPTION_ATTRIBUTE = PROVENANCE_PREFIX + "PrescriptionGy"
 # provenance dict key -> node attribute suffix
 PROVENANCE_KEYS = {"model": "Model", "model_sha256": "ModelSHA256", "seed": "Seed", "steps": "Steps",
                    "beams": "Beams", "samples": "Samples", "version": "Version"}
@@ -110,9 +112,57 @@ def add_dose_node(scene, dose_gy: np.ndarray, grid: Grid, name: str, *, referenc
         nodes.update_volume_node(node, dose, grid)
     node.SetAttribute(DOSE_VOLUME_ATTRIBUTE, "1")
     _set_provenance(node, provenance or {})
+    if prescription_gy:
+        node.SetAttribute(PRESCRIPTION_ATTRIBUTE, f"{float(prescription_gy):g}")
     _display(node, scene, prescription_gy, float(dose.max()) if dose.size else 0.0)
     _set_study_unit(scene, node, reference_node)
+    request_owner_plugin_search(scene, node)
     return node
+
+
+def request_owner_plugin_search(scene, node) -> bool:
+    """Ask Slicer's subject-hierarchy plugins to choose the node's owner plugin again.
+
+    The owner plugin (the RT-dose icon and menu of SlicerRT's dose plugin) is chosen when the item is made
+    (Slicer/Slicer ``Modules/Loadable/SubjectHierarchy/Widgets/qSlicerSubjectHierarchyPluginLogic.cxx``
+    ~222-289), i.e. before we set ``DicomRtImport.DoseVolume``; ``RequestOwnerPluginSearch``
+    (``Libs/MRML/Core/vtkMRMLSubjectHierarchyNode.cxx`` ~2596) invokes
+    ``SubjectHierarchyItemOwnerPluginSearchRequested`` so the plugin logic looks again. False on builds
+    without the method.
+    """
+    sh = nodes.subject_hierarchy(scene)
+    if sh is None or not hasattr(sh, "RequestOwnerPluginSearch"):
+        return False
+    sh.RequestOwnerPluginSearch(node)
+    return True
+
+
+def mark_as_dose(scene, node, reference_node=None) -> bool:
+    """Mark a volume the user picked as a planned dose the way SlicerRT's RTDOSE import does (attribute,
+    Gy on its study, owner plugin searched again); True when it was not marked before.
+
+    Unmarked, SlicerRT treats it as an image: its DVH table's x column is ``Intensity``, not ``Dose``
+    (``DoseVolumeHistogram/Logic/vtkSlicerDoseVolumeHistogramModuleLogic.cxx`` ~765), and the chart reads
+    "Intensity Volume Histogram". A node without a study goes under the reference node's study.
+    """
+    if is_dose_node(node):
+        return False
+    node.SetAttribute(DOSE_VOLUME_ATTRIBUTE, "1")
+    anchor = node if nodes.study_item_of(scene, node) else reference_node
+    if anchor is not None:
+        _set_study_unit(scene, node, anchor)
+    request_owner_plugin_search(scene, node)
+    return True
+
+
+def prescription_of(node) -> float | None:
+    """The prescription (Gy) stored on a dose node by :func:`add_dose_node`, or None."""
+    text = node.GetAttribute(PRESCRIPTION_ATTRIBUTE) if node is not None else None
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value and value > 0 else None
 
 
 def add_uncertainty_node(scene, std_gy: np.ndarray, grid: Grid, name: str, *, reference_node=None,

@@ -21,6 +21,8 @@ import vtk
 from ..case import Beam, Case, Plan, Role
 from ..errors import ADDiffDoseError, ErrorCode, GeometryError, InputError
 from ..io.nrrd import read_volume
+from ..metrics.intervals import bands_file_for, read_bands
+from . import bands as bands_mod
 from . import dose_output, nodes, process
 from . import roles as roles_mod
 
@@ -203,7 +205,19 @@ def load_prediction(scene, prepared: PreparedInputs, output_path: Path, output_n
         std_node = dose_output.add_uncertainty_node(scene, std_gy, prepared.case.grid, f"{name}_std",
                                                     reference_node=prepared.ct_node, provenance=provenance)
         node.SetAttribute("ADDiffDose.UncertaintyNodeID", std_node.GetID())
+    _load_bands(scene, prepared, output_path, node)
     return node
+
+
+def _load_bands(scene, prepared: PreparedInputs, output_path: Path, node) -> None:
+    """The worker's ``<output>_bands.json`` (predict --samples K > 1, issue 16) kept with the dose node, keyed back
+    to the user's segment names; a re-prediction into the same node drops the previous bands first."""
+    bands_mod.detach_bands(scene, node)
+    path = bands_file_for(output_path)
+    if path is None:
+        return
+    names = {r.structure: r.segment_name for r in prepared.rows if r.used}
+    bands_mod.attach_bands(scene, node, read_bands(path), names)
 
 
 # --- the logic ------------------------------------------------------------------------------

@@ -158,8 +158,10 @@ def segment_mask(seg_node, segment_id: str, grid: Grid) -> np.ndarray:
     scalars = labelmap.GetPointData().GetScalars()
     if scalars is None or labelmap.IsEmpty():
         return np.zeros(grid.shape, dtype=bool)
+    # padImage False: the output keeps the grid's extent; True grows it to cover a segment lying partly or
+    # wholly outside the grid, and the reshape below then fails (issue 15.2: an outside segment aborted the DVH)
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-        labelmap, _reference_image(grid), out, False, True)
+        labelmap, _reference_image(grid), out, False, False)
     if out.GetPointData().GetScalars() is None:
         return np.zeros(grid.shape, dtype=bool)
     return numpy_support.vtk_to_numpy(out.GetPointData().GetScalars()).reshape(grid.shape) > 0

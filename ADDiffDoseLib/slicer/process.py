@@ -136,6 +136,23 @@ def kill_process_tree(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+def popen_platform_kwargs(os_name: str | None = None, subprocess_module=subprocess) -> dict:
+    """Popen keywords per platform: POSIX a new session (its group is the tree cancel kills); Windows a new
+    process group and a hidden console window, as ``slicer.util.launchConsoleProcess`` does (Slicer/Slicer
+    ``Base/Python/slicer/util.py`` ~4275-4280: STARTUPINFO with dwFlags STARTF_USESHOWWINDOW, wShowWindow
+    SW_HIDE); without it every prediction flashes a console window in front of Slicer."""
+    os_name = os.name if os_name is None else os_name
+    if os_name == "posix":
+        return {"start_new_session": True}
+    kwargs = {"creationflags": getattr(subprocess_module, "CREATE_NEW_PROCESS_GROUP", 0)}
+    if os_name == "nt":
+        info = subprocess_module.STARTUPINFO()
+        info.dwFlags |= getattr(subprocess_module, "STARTF_USESHOWWINDOW", 1)
+        info.wShowWindow = getattr(subprocess_module, "SW_HIDE", 0)
+        kwargs["startupinfo"] = info
+    return kwargs
+
+
 class WorkerProcess:
     """One worker: start(), then poll() for new output lines; cancel() kills the tree."""
 
@@ -150,11 +167,9 @@ class WorkerProcess:
         self._reader: threading.Thread | None = None
 
     def start(self) -> "WorkerProcess":
-        kwargs = {"start_new_session": True} if os.name == "posix" else {
-            "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
         try:
             self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         bufsize=1, env=self.env, cwd=self.cwd, **kwargs)
+                                         bufsize=1, env=self.env, cwd=self.cwd, **popen_platform_kwargs())
         except OSError as exc:
             raise ModelError(f"cannot start the prediction worker {self.command[0]!r}: {exc}",
                              code=ErrorCode.DEPENDENCY_MISSING) from exc

@@ -122,3 +122,9 @@ def check_roles(rows: list[RoleRow], seg_label: str = "segmentation") -> None:
     if not any(r.prescription_gy for r in targets):
         raise InputError(f"{seg_label}: no target has a prescription (Gy); enter one in the role table",
                          code=ErrorCode.NO_TARGET)
+
+
+def normalized_names(seg_node) -> dict[str, str]:
+    """segment ID -> the structure name the model sees (segment tag, else the name rules). Tables show it only as
+    a second column beside the user's own segment name (issue 15.10)."""
+    return {r.segment_id: r.structure for r in default_roles(seg_node)}
