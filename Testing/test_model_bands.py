@@ -7,8 +7,8 @@ import pytest
 
 from ADDiffDoseLib.errors import InputError
 from ADDiffDoseLib.io.openkbp import read_openkbp_npz
-from ADDiffDoseLib.model.bands import (FAMILIES, band_scales_of, bands_rows, coherent_samples, dvh_bands,
-                                       gaussian_random_fields, reference_in_bands)
+from ADDiffDoseLib.model.bands import (FAMILIES, band_sample_count, band_scales_of, bands_rows, coherent_samples,
+                                       dvh_bands, gaussian_random_fields, reference_in_bands)
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +104,28 @@ def test_band_scales_from_the_model_and_bad_inputs(case, scale):
         dvh_bands(case, np.zeros((2, 4, 4, 4), np.float32))
 
 
+def test_bands_draw_at_least_the_calibrated_sample_count():
+    """Factors fitted at K = 8 are too narrow for the 5/95 % quantiles of 4 samples: draw the calibrated K."""
+    class Net:
+        record = {"band_scales": {"target": 1.8}, "band_fit": {"K": 8}}
+
+    assert band_sample_count(Net(), 4) == 8 and band_sample_count(Net(), 16) == 16
+    Net.record = {"band_fit": {"K": 8}}  # no factors: nothing was calibrated, the user's K stands
+    assert band_sample_count(Net(), 4) == 4
+    Net.record = {}
+    assert band_sample_count(Net(), 3) == 3
+
+
 def test_cli_predict_samples_writes_bands(openkbp_npz, tmp_path):
-    """`addiffdose predict --samples 8` with the bundled U-Net: dose + std + <output>_bands.json/.csv."""
+    """`addiffdose predict --samples 4` with the bundled U-Net: dose + std + <output>_bands.json/.csv, the bands
+    drawn with the 8 samples its factors were calibrated with."""
     import csv
     import json
 
     from ADDiffDoseLib.cli.main import main
 
     out = tmp_path / "pred.npz"
-    assert main(["predict", str(openkbp_npz), "-o", str(out), "--samples", "8", "--device", "cpu"]) == 0
+    assert main(["predict", str(openkbp_npz), "-o", str(out), "--samples", "4", "--device", "cpu"]) == 0
     bands = json.loads((tmp_path / "pred_bands.json").read_text())
     assert bands["K"] == 8 and "PTV70" in bands["structures"] and bands["center"] in ("median", "point")
     assert set(bands["band_scales"]) == set(FAMILIES)

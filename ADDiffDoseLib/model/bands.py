@@ -120,6 +120,13 @@ def band_center_of(model) -> str:
     return str(getattr(model, "record", {}).get("band_center", "median"))
 
 
+def band_sample_count(model, K: int) -> int:
+    """Coherent samples to draw: at least as many as the factors were calibrated with (record ``band_fit.K``),
+    since the 5/95 % quantiles of fewer samples are narrower (K = 4 covered 74 % instead of 86 % on validation)."""
+    fitted = (getattr(model, "record", {}).get("band_fit") or {}).get("K")
+    return max(int(K), int(fitted)) if fitted and getattr(model, "record", {}).get("band_scales") else int(K)
+
+
 def band_scales_of(model) -> dict[str, float]:
     """Per-family factors from a model's ``band_scales`` (config attribute, else record); 1 where absent."""
     raw = getattr(getattr(model, "config", None), "band_scales", None)
@@ -214,7 +221,8 @@ def bands_rows(bands: dict) -> list[dict]:
 def add_bands(case: Case, pred, model="default", K: int = DEFAULT_K, *, seed: int = 0,
               corr_mm: float = DEFAULT_CORR_MM, coverage_prior: bool = True):
     """Put the DVH bands of a Prediction that has an error map (dose_std_gy) into ``pred.bands``: K coherent
-    samples around its dose, through the model's coverage prior, factors/center from the model's record."""
+    samples (at least the calibration's K) around its dose, through the model's coverage prior, factors/center
+    from the model's record."""
     from .predict import _cached_model
 
     if pred.dose_std_gy is None:
@@ -222,6 +230,7 @@ def add_bands(case: Case, pred, model="default", K: int = DEFAULT_K, *, seed: in
     if K < 2:
         raise InputError(f"bands need K >= 2 samples, got {K}", code=ErrorCode.INVALID_VALUE)
     net = _cached_model(model or "default")[0] if isinstance(model, str) or model is None else model
+    K = band_sample_count(net, K)  # cheap: the network ran once; only the smooth fields and DVHs scale with K
     samples = coherent_samples(pred.dose_gy, pred.dose_std_gy, K, seed, corr_mm, case.grid.spacing_mm)
     if coverage_prior and pred.provenance.get("coverage_prior"):
         apply_priors_to_samples(case, samples, net)
