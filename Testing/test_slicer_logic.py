@@ -186,7 +186,7 @@ def test_declining_the_pytorch_install_stops_the_prediction():
     with pytest.raises(ModelError, match="declined") as info:
         ensure_torch(declined)
     assert info.value.code == ErrorCode.DEPENDENCY_MISSING
-    assert declined.calls == ["torchInstalled", ("installTorch", True, ">=2.1")]
+    assert declined.calls == ["torchInstalled", ("installTorch", True, ">=2.11")]
     accepted = _FakePyTorchUtils(installed=False, accept=True)
     assert ensure_torch(accepted) is True
     present = _FakePyTorchUtils(installed=True, accept=False)

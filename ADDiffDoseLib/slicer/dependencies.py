@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import ErrorCode, ModelError
 
-TORCH_REQUIREMENT = ">=2.1"
+TORCH_REQUIREMENT = ">=2.11"  # as pyproject.toml declares
 
 
 def ensure_torch(pytorch_utils, requirement: str = TORCH_REQUIREMENT, ask_confirmation: bool = True) -> bool:
