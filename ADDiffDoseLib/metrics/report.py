@@ -94,7 +94,7 @@ def _figure(src: str, alt: str, caption: str) -> str:
 
 
 def _metric_rows(metrics: dict) -> list[str]:
-    keys = [k for k in HEADLINE_KEYS if k in metrics]
+    keys = [k for k in HEADLINE_KEYS if k in metrics and not (k == "dice" and "dice_50" in metrics)]
     dice_levels = [k for k in metrics if k.startswith("dice_") and k[5:].isdigit()]
     keys += sorted(dice_levels, key=lambda k: int(k[5:]))
     rows = []
@@ -369,9 +369,8 @@ def render_report(sections: list[str], provenance: dict | None = None, summary: 
     summary_html = f"<h2>Mean over cases</h2>{_metric_table(summary)}" if summary else ""
     warn = f'<p class="warn">{_e(NOT_FOR_CLINICAL_USE)}.</p>'
     per_case = "".join(f"<h3>Case {_e(c)}</h3>{_definition_list(p)}" for c, p in (case_provenance or {}).items() if p)
-    header = _definition_list({"date": date or _now(), "model": prov.get("model")})
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>{warn}{header}{summary_html}{''.join(sections)}"
+            f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>{warn}{summary_html}{''.join(sections)}"
             f'<section class="provenance"><h2>Provenance</h2>{_definition_list(prov)}{per_case}</section>'
             f"{warn}</body></html>")
 

@@ -163,7 +163,7 @@ def _dose_panel(axis, arrays: dict, grid: Grid, centre, plane: str, rx_gy: float
     levels = [p / 100.0 * rx_gy for p in ISODOSE_PCT]
     present = [(lv, c) for lv, c in zip(levels, ISODOSE_COLOURS) if dose.min() < lv < dose.max()]
     if present:
-        axis.contour(dose, levels=[lv for lv, _ in present], colors=[c for _, c in present], linewidths=1.1,
+        axis.contour(dose, levels=[lv for lv, _ in present], colors=[c for _, c in present], linewidths=1.4,
                      extent=arrays["extent"], origin="upper")
     _decorate(axis, arrays, grid, centre, plane, title)
     return im
@@ -191,13 +191,12 @@ def dose_figure(doses: dict[str, np.ndarray], grid: Grid, centre, rx_gy: float, 
             where = float(grid.index_to_lps(np.asarray(centre, dtype=float))[fixed])
             im = _dose_panel(axes[row, col], arrays, grid, centre, plane, rx_gy, norm,
                              f"{name}: {plane} ({'xyz'[fixed]} = {where:.1f} mm)")
-    bar = fig.colorbar(im, ax=list(axes.ravel()), shrink=0.6, pad=0.02)
+    bar = fig.colorbar(im, ax=list(axes.ravel()), shrink=0.5, pad=0.02, anchor=(0.0, 0.0))
     bar.set_label("dose (Gy)")
     handles = [Line2D([], [], color=c, lw=2) for c in reversed(ISODOSE_COLOURS)]
     handles.append(Line2D([], [], color="lime", lw=1, ls="dotted"))
-    fig.legend(handles, isodose_legend_labels(rx_gy) + ["highest-prescription target"], loc="upper center",
-               ncol=4, fontsize=9, title=f"isodose lines, % of {rx_label} ({rx_gy:.1f} Gy)",
-               bbox_to_anchor=(0.45, 0.93))
+    fig.legend(handles, isodose_legend_labels(rx_gy) + ["highest-prescription target"], loc="upper left",
+               fontsize=10, title=f"isodose lines\n% of {rx_label} ({rx_gy:.1f} Gy)", bbox_to_anchor=(0.86, 0.98))
     return _png(fig)
 
 
