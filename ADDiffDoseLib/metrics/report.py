@@ -23,7 +23,8 @@ from ..case import Case, Role
 from ..io.atomic import write_text_atomic
 from .evaluate import HEADLINE_KEYS, Evaluation
 from .intervals import structure_metrics
-from .report_images import PLANES, _panel, dose_figure, dvh_figure, maps_figure, oriented_slice, panel_arrays
+from .report_images import (ISODOSE_COLOURS, PLANES, _panel, dose_figure, isodose_legend_labels,
+                             dvh_figure, maps_figure, oriented_slice, panel_arrays)
 
 __all__ = ["PLANES", "_panel", "oriented_slice", "panel_arrays", "case_section", "render_report", "write_report"]
 
@@ -274,6 +275,13 @@ def _main_target(case: Case):
     return next(((k, s) for k, s in case.targets.items() if not s.is_empty), (None, None))
 
 
+def _isodose_key(rx_gy: float) -> str:
+    """The isodose legend as text: a coloured swatch, % of the prescription and Gy per line."""
+    items = "".join(f'<li><span class="swatch" style="background:{c}"></span>{_e(label)}</li>'
+                    for c, label in zip(reversed(ISODOSE_COLOURS), isodose_legend_labels(rx_gy)))
+    return f'<ul class="isodose" aria-label="isodose lines">{items}</ul>'
+
+
 def _images(ev: Evaluation, case: Case) -> str:
     centre = _target_centre(case)
     body = case.body_mask
@@ -291,7 +299,7 @@ def _images(ev: Evaluation, case: Case) -> str:
         dose_figure(doses, case.grid, centre, rx, rx_label="Rx" if case.max_prescription_gy else "max", **shared),
         "dose", f"{' and '.join(doses)} dose (Gy) over the CT, shown above {10:g} % of {rx_label}, {rx:.1f} Gy; "
                 f"isodose lines at 50 / 80 / 90 / 95 / 100 / 105 %; planes through the {where}; radiological "
-                "convention (patient right on image left, anterior / superior up).")]
+                "convention (patient right on image left, anterior / superior up).") + _isodose_key(rx)]
     if ev.ref_dose_gy is None:
         return "\n".join(parts + ["<p>No reference dose: no difference or gamma map.</p>"])
     diff = ev.pred_dose_gy.astype(np.float32) - ev.ref_dose_gy.astype(np.float32)
@@ -355,6 +363,8 @@ text-align:left;vertical-align:top} th{background:#eee} .pass{background:#c8f0c8
 img{max-width:100%} figure{margin:.5em 0} figcaption{font-size:.9em;color:#333}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 1em;font-size:.92em} dt{font-weight:bold}
 dd{margin:0} dl.header{font-size:1.05em}
+ul.isodose{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:1.2em;font-size:.9em}
+.swatch{display:inline-block;width:1.6em;height:.35em;margin-right:.4em;vertical-align:middle}
 @media print{body{margin:0;max-width:none;font-size:10pt} figure,table,dl,img,tr{page-break-inside:avoid;
 break-inside:avoid} h2,h3{page-break-after:avoid;break-after:avoid} section.case+section.case{page-break-before:always}
 .pass,.fail,th{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"""
