@@ -50,12 +50,12 @@ METRIC_LABELS = {
 DVH_METRIC_LABELS = {
     "Dmean": "Mean dose (Gy)",
     "Dmax": "Maximum dose, point (Gy)",
-    "D99%": "Dose to 99 % of the volume, D99% (Gy)",
-    "D95%": "Dose to 95 % of the volume, D95% (Gy)",
+    "D99%": "D99%, dose to 99 % of volume (Gy)",
+    "D95%": "D95%, dose to 95 % of volume (Gy)",
     "D1%": "Near-maximum dose, D1% (Gy)",
-    "D0.1cc": "Dose to the hottest 0.1 cc, D0.1cc (Gy)",
-    "D2cc": "Dose to the hottest 2 cc, D2cc (Gy)",
-    "V95%Rx": "Volume receiving 95 % of prescription, V95% (%)",
+    "D0.1cc": "D0.1cc, hottest 0.1 cc (Gy)",
+    "D2cc": "D2cc, hottest 2 cc (Gy)",
+    "V95%Rx": "V95%, volume at 95 % of Rx (%)",
 }
 
 
