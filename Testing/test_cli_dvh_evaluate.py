@@ -160,7 +160,7 @@ def test_evaluate_pyradplan_vs_clinical(pyradplan_dir, data_dir, tmp_path, capsy
     assert 1 < m["dose_score"] < 30 and 0 < m["dice"] < 1 and "gamma_3mm3pct" not in m
     assert m["provenance"]["beams"].startswith(f"{len(np.load(plan)['gantry_deg'])} x IMRT 6 MV")
     html = (tmp_path / "r.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "plan source: pyradplan" in html
+    assert html.count("data:image/png;base64,") == 3 and "plan source: pyradplan" in html
 
 
 def test_evaluate_folders_of_predictions(openkbp_validation, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""HTML report: self-contained, N embedded PNGs, required words; slice orientation letters follow LPS."""
+"""HTML report: self-contained, every embedded PNG decodes, sections in order, names in words (no raw keys), the
+user's structure names, interval columns; slices follow the radiological convention (patient left on image right)."""
 
 from html.parser import HTMLParser
 
@@ -47,6 +48,45 @@ def test_orientation_letters_openkbp_grid():
     assert letters == ("S", "I", "A", "P") and r < img.shape[0] / 2 and c < img.shape[1] / 2
 
 
+class _Text(HTMLParser):
+    """The visible text of a page (what a reader sees; attributes and CSS excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts, self.headings, self._skip, self._h = [], [], False, None
+
+    def handle_starttag(self, tag, attrs):
+        self._skip = tag in ("style", "script")
+        self._h = tag if tag in ("h1", "h2", "h3") else None
+
+    def handle_endtag(self, tag):
+        self._skip, self._h = False, None
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+            if self._h:
+                self.headings.append(data.strip())
+
+
+def _decoded_pngs(srcs):
+    import base64
+    import io
+
+    import matplotlib.image as mpimg
+
+    out = []
+    for s in srcs:
+        raw = base64.b64decode(s[len("data:image/png;base64,"):], validate=True)
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+        out.append(mpimg.imread(io.BytesIO(raw), format="png"))
+    return out
+
+
+SECTIONS = ("Case pt_201", "Dose", "Dose difference (prediction - reference)", "Gamma 3 %/3 mm", "Metrics", "DVH",
+            "DVH metrics per structure", "Beams", "Dose constraints", "Provenance")
+
+
 def test_report_is_self_contained(openkbp_npz, tmp_path):
     case = read_openkbp_npz(openkbp_npz)
     pred = np.clip(case.dose_gy * 0.97 + 0.5, 0, None) * case.body_mask
@@ -55,11 +95,92 @@ def test_report_is_self_contained(openkbp_npz, tmp_path):
     text = out.read_text()
     parser = _Imgs()
     parser.feed(text)
-    assert len(parser.srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in parser.srcs)
+    assert len(parser.srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in parser.srcs)
     assert not parser.external
-    for word in ("NOT FOR CLINICAL USE", "test-model", "gamma_3mm3pct", "dose_score", "SpinalCord", "Provenance",
-                 'class="fail"', "ADDiffDose 0.1.0"):
+    for img in _decoded_pngs(parser.srcs):  # dose, difference, gamma, DVH
+        assert img.ndim == 3 and 300 <= img.shape[0] <= 2000 and 300 <= img.shape[1] <= 2000, img.shape
+        assert img[..., :3].std() > 0.05  # not blank
+    visible = _Text()
+    visible.feed(text)
+    shown = " ".join(visible.parts)
+    assert visible.headings[:1] == ["ADDiffDose evaluation report"]
+    positions = [visible.headings.index(h) for h in SECTIONS]
+    assert positions == sorted(positions), visible.headings  # the sections in the documented order
+    for word in ("NOT FOR CLINICAL USE", "test-model", "Gamma 3 %/3 mm pass rate (%)", "OpenKBP dose score",
+                 "Mean dose (Gy)", "GDP-HMM mean absolute dose error (Gy)", "Isodose Dice at 10 % of prescription",
+                 "SpinalCord", "LeftParotid", "Margin (prediction)", "Gantry (°)", "320.0", "IMRT", "ADDiffDose 0.1.0",
+                 "105 % = 73.5 Gy", "Date"):
+        assert word in shown, word
+    for raw in ("gdphmm_mae", "gamma_3mm3pct", "dose_score", "dice_mean", "mae_body", "{"):
+        assert raw not in shown, raw
+    assert 'class="fail"' in text and "@media print" in text and "page-break-inside:avoid" in text
+    assert "<dl>" in text[text.index("<h2>Provenance</h2>"):]  # provenance: a definition list at the end
+    assert text.index("<h2>Provenance</h2>") > text.index("<h3>Dose constraints</h3>")
+
+
+def _left_hot_phantom(case):
+    """50 Gy on the patient's left (+x in LPS) of the PTV70 centre, inside the body, 0 elsewhere."""
+    centre = np.argwhere(case.structures["PTV70"].mask).mean(axis=0)
+    x = case.grid.index_to_lps(np.moveaxis(np.indices(case.grid.shape), 0, -1))[..., 0]
+    x0 = case.grid.index_to_lps(centre)[0]
+    return np.where((x > x0) & case.body_mask, 50.0, 0.0).astype(np.float32), centre
+
+
+def test_axial_image_shows_patient_left_on_image_right(openkbp_npz):
+    """Radiological convention: a dose on the patient's left appears on the right of the axial image, in the
+    arrays that are drawn (before PNG encoding) and in what matplotlib was handed."""
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from ADDiffDoseLib.metrics.report_images import _dose_panel, panel_arrays
+
+    case = read_openkbp_npz(openkbp_npz)
+    dose, centre = _left_hot_phantom(case)
+    for plane in ("axial", "coronal"):
+        arrays = panel_arrays({"value": dose, "ct": case.ct_hu, "body": case.body_mask}, case.grid, centre, plane)
+        img = arrays["value"]
+        half = img.shape[1] // 2
+        assert img[:, half + 2:].mean() > 10 * max(img[:, :half - 2].mean(), 0.1), plane
+        assert arrays["letters"][2:] == ("R", "L")
+        assert arrays["ct"].shape == img.shape
+    fig = Figure()
+    axis = fig.subplots()
+    arrays = panel_arrays({"value": dose, "ct": case.ct_hu, "body": case.body_mask}, case.grid, centre, "axial")
+    _dose_panel(axis, arrays, case.grid, centre, "axial", 70.0, Normalize(0, 75), "t")
+    ct_img, wash = axis.get_images()
+    shown = wash.get_array()
+    half = shown.shape[1] // 2
+    assert shown[:, :half - 2].mask.all()  # below 10 % of Rx: transparent, the CT shows
+    assert not shown[:, half + 2:].mask.all()
+    assert len(axis.collections) >= 1  # the 50 % isodose line
+
+
+def test_report_bands_intervals_and_inside_column(openkbp_npz, tmp_path):
+    from ADDiffDoseLib.metrics.intervals import interval_check, structure_metrics
+
+    case = read_openkbp_npz(openkbp_npz)
+    pred = case.dose_gy * 0.98
+    ev = evaluate_case_full(pred, case, gamma=False)
+    bands = {"structures": {}}
+    for key, dvh in ev.pred_dvhs.items():
+        s = case.structures[key]
+        metrics = structure_metrics(dvh, s.role, s.prescription_gy)
+        bands["structures"][key] = {
+            "metrics": {m: {"lo": v - 0.2, "hi": v + (5.0 if m == "Dmean" else 0.2), "median": v, "family": "target"}
+                        for m, v in metrics.items()},  # Dmean wide enough to hold the reference, the rest not
+            "curve": {"dose_gy": list(dvh.dose_bins_gy), "lo_pct": list(np.maximum(dvh.volume_pct - 3, 0)),
+                      "hi_pct": list(np.minimum(dvh.volume_pct + 3, 100))}}
+    ev.bands = bands
+    ev.metrics["intervals"] = interval_check(case, bands)
+    text = write_report(tmp_path / "r.html", [(ev, case)]).read_text()
+    for word in ("90 % interval low", "90 % interval high", "Reference in interval", ">inside<", ">outside<",
+                 "band shaded", "Reference DVH metrics inside the predicted 90 % interval (%)",
+                 "Gamma was not computed"):
         assert word in text, word
+    parser = _Imgs()
+    parser.feed(text)
+    assert len(parser.srcs) == 3  # dose, difference, DVH (no gamma)
+    _decoded_pngs(parser.srcs)
 
 
 def test_metric_table_colours_and_order():
@@ -68,8 +189,10 @@ def test_metric_table_colours_and_order():
     metrics = {"dose_score": 2.0, "gamma_3mm3pct": 96.0, "gamma_2mm2pct": 80.0, "dice_100": 0.5, "dice_20": 0.9,
                "dice_10": 0.95, "constraints": {"pred": [{"passed": True}, {"passed": False}]}}
     table = _metric_table(metrics)
-    assert '<td class="pass">96.000 (pass)</td>' in table and '<td class="fail">80.000 (FAIL)</td>' in table
-    assert table.index("dice_10<") < table.index("dice_20<") < table.index("dice_100<")
+    assert '<td class="pass">96.00 (pass)</td>' in table and '<td class="fail">80.00 (FAIL)</td>' in table
+    assert "Gamma 2 %/2 mm pass rate (%)" in table and "dose_score" not in table
+    at = table.index
+    assert at("Dice at 10 %") < at("Dice at 20 %") < at("Dice at 100 %")
     assert '<td class="fail">1 / 2</td>' in table
     assert render_report([]).count("NOT FOR CLINICAL USE") == 2  # top and bottom, once each
 
@@ -105,4 +228,7 @@ def test_report_names_structures_as_read(breast_dir, tmp_path):
     case = read_case(breast_dir)
     ev = evaluate_case_full(case.dose_gy * 0.9, case, gamma=False)
     text = write_report(tmp_path / "r.html", [(ev, case)]).read_text()
-    assert "<td>Lt Lung</td><td>Lung_L</td>" in text and "<td>BODY</td><td>External</td>" in text
+    assert 'Lt Lung <small class="norm">Lung_L</small>' in text and 'BODY <small class="norm">External</small>' in text
+    visible = _Text()
+    visible.feed(text)
+    assert "Lt Lung" in " ".join(visible.parts)

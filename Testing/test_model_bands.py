@@ -148,17 +148,17 @@ def test_cli_predict_samples_writes_bands(openkbp_npz, tmp_path):
 def test_report_shades_the_bands(case, samples, monkeypatch):
     from matplotlib.axes import Axes
 
-    from ADDiffDoseLib.metrics import report
     from ADDiffDoseLib.metrics.evaluate import evaluate_case_full
+    from ADDiffDoseLib.metrics.report_images import dvh_figure
 
     calls = []
     original = Axes.fill_between
     monkeypatch.setattr(Axes, "fill_between", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
     ev = evaluate_case_full(case.dose_gy, case, gamma=False)
-    report._dvh_figure(ev, "no bands")
+    dvh_figure(ev.ref_dvhs, ev.pred_dvhs, ev.bands, "no bands")
     assert not calls
     ev.bands = dvh_bands(case, samples)
-    report._dvh_figure(ev, "bands")
+    dvh_figure(ev.ref_dvhs, ev.pred_dvhs, ev.bands, "bands")
     assert len(calls) == len(set(ev.bands["structures"]) & set(ev.ref_dvhs)) > 0
 
 

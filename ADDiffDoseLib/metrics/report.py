@@ -1,208 +1,124 @@
-"""A self-contained HTML evaluation report (PNG figures base64-embedded; matplotlib Agg, no files beside it).
+"""A self-contained, printable HTML report for physicists (PNG figures base64-embedded; no files beside it).
 
-Per case: prediction provenance, metric table (gamma pass rates and the constraint count coloured pass green /
-fail red against :data:`METRIC_TOLERANCES`), constraint table (pass green / fail red), DVH overlay (reference
-solid, prediction dashed), dose-difference and gamma maps on axial, coronal and sagittal slices through the target
-centre, over the CT (soft-tissue window), cropped to the body, with the main target outlined in green.
-Slices are shown in the radiological convention with the direction letters from the grid geometry (LPS):
-axial and coronal: patient Right on the image left; axial: Anterior on top; coronal/sagittal: Superior on top;
-sagittal: Anterior on the left.
+Order, per case: header (case, model, date, "Not for clinical use"); dose images (predicted dose as a colour wash
+over the CT with isodose lines in % of the highest prescription, legend in % and Gy, axial / coronal / sagittal
+through the centre of mass of the highest-prescription target, the reference beside it); the difference map and
+the gamma 3 %/3 mm map; the metrics table (names in words with units); the DVH with its bands and a per-structure
+DVH metrics table (names as read, interval columns when bands exist, inside / outside against the reference);
+the beams; the constraints with the margin to the limit. Provenance closes the document. Figures: report_images.py.
 """
 
 from __future__ import annotations
 
-import base64
+import datetime
 import html
-import io
 import math
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from matplotlib.colors import Normalize, TwoSlopeNorm
-from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless (Agg canvas)
 
 from .. import NOT_FOR_CLINICAL_USE, __version__
-from ..case import Case
-from ..geometry import Grid
+from ..case import Case, Role
 from ..io.atomic import write_text_atomic
 from .evaluate import HEADLINE_KEYS, Evaluation
+from .intervals import structure_metrics
+from .report_images import (ISODOSE_COLOURS, PLANES, _panel, dose_figure, isodose_legend_labels,
+                             dvh_figure, maps_figure, oriented_slice, panel_arrays)
 
-# plane -> (fixed LPS axis, vertical LPS axis, +1 if that coordinate grows downwards, horizontal LPS axis,
-#           (top, bottom, left, right) letters). LPS axes: 0 = x (+Left), 1 = y (+Posterior), 2 = z (+Superior).
-PLANES = {
-    "axial": (2, 1, +1, 0, ("A", "P", "R", "L")),
-    "coronal": (1, 2, -1, 0, ("S", "I", "R", "L")),
-    "sagittal": (0, 2, -1, 1, ("S", "I", "A", "P")),
-}
-
-
-def _array_axis_of(grid: Grid) -> tuple[list[int], list[float]]:
-    """For each LPS axis: the array axis closest to it and the sign of that alignment."""
-    axes, signs = [], []
-    for lps in range(3):
-        a = int(np.argmax(np.abs(grid.direction[lps, :])))
-        axes.append(a)
-        signs.append(float(np.sign(grid.direction[lps, a])))
-    return axes, signs
-
-
-def oriented_slice(volume: np.ndarray, grid: Grid, centre_index, plane: str):
-    """2D slice of `volume` through `centre_index` (array-axis order) for display.
-
-    Returns (image, extent_mm, letters): rows top->bottom and columns left->right follow :data:`PLANES`;
-    extent (left, right, bottom, top) in mm for imshow; letters (top, bottom, left, right).
-    """
-    fixed, vert, vert_down, horiz, letters = PLANES[plane]
-    ax, sign = _array_axis_of(grid)
-    index = [slice(None)] * 3
-    index[ax[fixed]] = int(round(centre_index[ax[fixed]]))
-    img = volume[tuple(index)]
-    remaining = [a for a in range(3) if a != ax[fixed]]
-    if remaining.index(ax[vert]) != 0:
-        img = img.T
-    if sign[vert] * vert_down < 0:
-        img = img[::-1, :]
-    if sign[horiz] < 0:
-        img = img[:, ::-1]
-    h_mm = grid.spacing_mm[ax[horiz]] * img.shape[1]
-    v_mm = grid.spacing_mm[ax[vert]] * img.shape[0]
-    return img, (0.0, h_mm, 0.0, v_mm), letters
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _target_centre(case: Case) -> np.ndarray:
-    for s in case.targets.values():
-        if not s.is_empty:
-            return np.argwhere(s.mask).mean(axis=0)
-    if case.dose_gy is not None and case.dose_gy.max() > 0:
-        return np.argwhere(case.dose_gy >= 0.5 * case.dose_gy.max()).mean(axis=0)
-    return (np.asarray(case.grid.shape) - 1) / 2.0
-
-
-#: CT underlay window (HU): soft tissue, so the body outline and bone read clearly under the colour layer.
-CT_WINDOW_HU = (-400.0, 600.0)
-CROP_MARGIN_VOXELS = 4
-
-
-def _crop_box(body_2d: np.ndarray | None) -> tuple[slice, slice]:
-    """Rows/columns of the body's bounding box plus a margin (everything when there is no body)."""
-    if body_2d is None or not body_2d.any():
-        return slice(None), slice(None)
-    rows, cols = np.nonzero(body_2d)
-    m = CROP_MARGIN_VOXELS
-    return (slice(max(rows.min() - m, 0), rows.max() + m + 1), slice(max(cols.min() - m, 0), cols.max() + m + 1))
-
-
-def _panel(axis, plane: str, layers: dict, grid: Grid, centre, cmap, norm, label_slice: bool = True):
-    """One oriented slice: CT underlay (if any), colour layer (NaN transparent), target outline, letters."""
-    img, extent, (top, bottom, left, right) = oriented_slice(layers["value"], grid, centre, plane)
-    body = layers.get("body")
-    rows, cols = _crop_box(oriented_slice(body, grid, centre, plane)[0] if body is not None else None)
-    px_w, px_h = extent[1] / img.shape[1], extent[3] / img.shape[0]
-    img = img[rows, cols]
-    ext = (0.0, px_w * img.shape[1], 0.0, px_h * img.shape[0])
-    if layers.get("ct") is not None:
-        ct = oriented_slice(layers["ct"], grid, centre, plane)[0][rows, cols]
-        axis.imshow(ct, cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], extent=ext, origin="upper",
-                    interpolation="nearest")
-    im = axis.imshow(np.ma.masked_invalid(img), cmap=cmap, norm=norm, extent=ext, origin="upper",
-                     interpolation="nearest", alpha=0.8 if layers.get("ct") is not None else 1.0)
-    target = layers.get("target")
-    if target is not None:
-        t = oriented_slice(target, grid, centre, plane)[0][rows, cols]
-        if t.any() and not t.all():
-            axis.contour(t.astype(np.float32), levels=[0.5], colors="lime", linewidths=1.2, extent=ext,
-                         origin="upper")
-    fixed = PLANES[plane][0]
-    where = float(grid.index_to_lps(np.asarray(centre, dtype=float))[fixed])
-    axis.set_title(f"{plane} ({'xyz'[fixed]} = {where:.1f} mm)" if label_slice else plane)
-    axis.set_xticks([])
-    axis.set_yticks([])
-    for text, xy in ((top, (0.5, 0.97)), (bottom, (0.5, 0.03)), (left, (0.03, 0.5)), (right, (0.97, 0.5))):
-        axis.text(*xy, text, transform=axis.transAxes, ha="center", va="center", color="k", fontsize=11,
-                  fontweight="bold", bbox={"facecolor": "white", "alpha": 0.8, "pad": 1, "edgecolor": "none"})
-    return im
-
-
-def _maps_figure(volume: np.ndarray, grid: Grid, centre, title: str, cmap: str, norm, *, ct=None, body=None,
-                 target=None, colorbar_label: str = "") -> str:
-    """Axial, coronal and sagittal slices of `volume` (NaN = not shown) through `centre` (array index),
-    cropped to the body, over the CT, with the target outlined in green."""
-    fig = Figure(figsize=(13, 4.6))
-    axes = fig.subplots(1, 3)
-    layers = {"value": volume, "ct": ct, "body": body, "target": target}
-    for axis, plane in zip(axes, PLANES):
-        im = _panel(axis, plane, layers, grid, centre, cmap, norm)
-    bar = fig.colorbar(im, ax=axes, shrink=0.85)
-    bar.set_label(colorbar_label)
-    fig.suptitle(title)
-    return _png(fig)
-
-
-def _dvh_figure(ev: Evaluation, title: str, labels: dict[str, str] | None = None) -> str:
-    fig = Figure(figsize=(9, 5.5))
-    axis = fig.subplots()
-    colours = matplotlib.colormaps["tab20"]
-    for i, (key, ref) in enumerate(ev.ref_dvhs.items()):
-        colour = colours(i % 20)
-        axis.plot(ref.dose_bins_gy, ref.volume_pct, "-", color=colour, label=(labels or {}).get(key, key))
-        pred = ev.pred_dvhs.get(key)
-        if pred is not None:
-            axis.plot(pred.dose_bins_gy, pred.volume_pct, "--", color=colour)
-        curve = ((ev.bands or {}).get("structures", {}).get(key) or {}).get("curve")
-        if curve:  # issue 16: the 90 % DVH band of the prediction
-            axis.fill_between(curve["dose_gy"], curve["lo_pct"], curve["hi_pct"], color=colour, alpha=0.18, lw=0)
-    axis.set_xlabel("Dose [Gy]")
-    axis.set_ylabel("Volume [%]")
-    axis.set_ylim(0, 101)
-    axis.set_xlim(left=0)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, ncol=2, loc="upper right")
-    axis.set_title(f"{title}: reference solid, prediction dashed" + (", 90 % band shaded" if ev.bands else ""))
-    return _png(fig)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "pass" if value else "FAIL"
-    if isinstance(value, float):
-        return "-" if not math.isfinite(value) else f"{value:.3f}"
-    return html.escape(str(value))
-
+__all__ = ["PLANES", "_panel", "oriented_slice", "panel_arrays", "case_section", "render_report", "write_report"]
 
 #: Pass/fail colouring of gamma pass rates (%), for orientation only: AAPM TG-218's universal tolerance is 95 %
 #: (3 %/2 mm, global, 10 % cut-off) and its action limit 90 %; we apply 95 % to 3 %/3 mm and 90 % to 2 %/2 mm.
 METRIC_TOLERANCES = {"gamma_3mm3pct": 95.0, "gamma_2mm2pct": 90.0}
 GAMMA_SHOWN_MAX = 2.0
 
+#: Metric keys of :func:`~.evaluate.evaluate_case` -> what the report shows (words and unit).
+METRIC_LABELS = {
+    "dose_score": "OpenKBP dose score: mean absolute dose error (Gy)",
+    "dvh_score": "OpenKBP DVH score: mean absolute DVH metric error (Gy)",
+    "gdphmm_mae": "GDP-HMM mean absolute dose error (Gy)",
+    "mae_body": "Mean absolute dose error in the body (Gy)",
+    "dice": "Isodose Dice at 50 % of prescription",
+    "dice_mean": "Isodose Dice, mean over 10-100 % of prescription",
+    "gamma_3mm3pct": "Gamma 3 %/3 mm pass rate (%)",
+    "gamma_2mm2pct": "Gamma 2 %/2 mm pass rate (%)",
+    "cord_dmax_error": "Spinal cord maximum dose error (Gy)",
+    "prescription_gy": "Highest prescription (Gy)",
+}
+#: DVH metric names (intervals.py, constraints.py) -> words with units.
+DVH_METRIC_LABELS = {
+    "Dmean": "Mean dose (Gy)",
+    "Dmax": "Maximum dose, point (Gy)",
+    "D99%": "D99%, dose to 99 % of volume (Gy)",
+    "D95%": "D95%, dose to 95 % of volume (Gy)",
+    "D1%": "Near-maximum dose, D1% (Gy)",
+    "D0.1cc": "D0.1cc, hottest 0.1 cc (Gy)",
+    "D2cc": "D2cc, hottest 2 cc (Gy)",
+    "V95%Rx": "V95%, volume at 95 % of Rx (%)",
+}
+
+
+def metric_label(key: str) -> str:
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    if key.startswith("dice_") and key[5:].isdigit():
+        return f"Isodose Dice at {int(key[5:])} % of prescription"
+    return DVH_METRIC_LABELS.get(key, key.replace("_", " "))
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "pass" if value else "FAIL"
+    if isinstance(value, (float, np.floating)):
+        return "-" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _table(head: list[str], rows: list[str], cls: str = "") -> str:
+    cls = f' class="{cls}"' if cls else ""
+    return (f"<table{cls}><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def _figure(src: str, alt: str, caption: str) -> str:
+    return f'<figure><img alt="{_e(alt)}" src="{src}"><figcaption>{caption}</figcaption></figure>'
+
+
+# ---------------------------------------------------------------- metrics
+
 
 def _metric_rows(metrics: dict) -> list[str]:
-    keys = [k for k in HEADLINE_KEYS if k in metrics]
+    keys = [k for k in HEADLINE_KEYS if k in metrics and not (k == "dice" and "dice_50" in metrics)]
     dice_levels = [k for k in metrics if k.startswith("dice_") and k[5:].isdigit()]
     keys += sorted(dice_levels, key=lambda k: int(k[5:]))
     rows = []
     for k in keys:
         value, limit = metrics[k], METRIC_TOLERANCES.get(k)
+        digits = 3 if k.startswith("dice") else 2
+        name = _e(metric_label(k))
         if limit is not None and isinstance(value, (int, float)) and math.isfinite(value):
             ok = value >= limit
-            rows.append(f'<tr><td>{html.escape(k)}</td><td class="{"pass" if ok else "fail"}">{_fmt(value)} '
+            rows.append(f'<tr><td>{name}</td><td class="{"pass" if ok else "fail"}">{_fmt(value, digits)} '
                         f'({"pass" if ok else "FAIL"})</td><td>&ge; {limit:g} %</td></tr>')
         else:
-            rows.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(value)}</td><td></td></tr>")
+            rows.append(f"<tr><td>{name}</td><td>{_fmt(value, digits)}</td><td></td></tr>")
     passed = _constraints_passed(metrics)
     if passed is not None:
         n_ok, n = passed
         cls = "pass" if n_ok == n else "fail"
-        rows.append(f'<tr><td>constraints met (prediction)</td><td class="{cls}">{n_ok} / {n}</td>'
+        rows.append(f'<tr><td>Dose constraints met by the prediction</td><td class="{cls}">{n_ok} / {n}</td>'
                     f"<td>all</td></tr>")
+    cov = (metrics.get("intervals") or {}).get("band_coverage")
+    if isinstance(cov, float) and math.isfinite(cov):
+        rows.append(f"<tr><td>Reference DVH metrics inside the predicted 90 % interval (%)</td>"
+                    f"<td>{100 * cov:.0f}</td><td></td></tr>")
     return rows
 
 
@@ -212,117 +128,269 @@ def _constraints_passed(metrics: dict) -> tuple[int, int] | None:
 
 
 def _metric_table(metrics: dict) -> str:
-    rows = "".join(_metric_rows(metrics))
-    return f"<table><tr><th>metric</th><th>value</th><th>tolerance</th></tr>{rows}</table>"
+    return _table(["Metric", "Value", "Tolerance"], _metric_rows(metrics), "metrics")
 
 
-def _provenance_table(prov: dict | None) -> str:
-    if not prov:
-        return ""
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in prov.items())
-    return f"<table><tr><th>prediction provenance</th><th></th></tr>{rows}</table>"
+# ---------------------------------------------------------------- structures
 
 
-def _constraint_table(metrics: dict, labels: dict[str, str] | None = None) -> str:
-    c = metrics.get("constraints") or {}
-    pred = {(r["structure"], r["metric"]): r for r in c.get("pred", [])}
+def _name_cell(case: Case, key: str) -> str:
+    """The user's structure name as read, the normalized name beside it (smaller) when it differs."""
+    s = case.structures.get(key)
+    shown = s.original_name if s else key
+    extra = f' <small class="norm">{_e(key)}</small>' if shown != key else ""
+    return f"{_e(shown)}{extra}"
+
+
+def _dvh_metric_table(ev: Evaluation, case: Case) -> str:
+    """Per structure, the banded DVH metrics (intervals.py) plus the point maximum: reference, prediction,
+    the interval [lo, hi] when bands exist and whether the reference lies inside it."""
+    bands = (ev.bands or {}).get("structures", {})
+    checked = {(r["structure"], r["metric"]): r for r in (ev.metrics.get("intervals") or {}).get("rows", [])}
+    has_bands, has_ref = bool(bands), bool(ev.ref_dvhs)
     rows = []
-    for r in c.get("ref", []):
-        p = pred.get((r["structure"], r["metric"]))
-        cells = [html.escape((labels or {}).get(r["structure"], r["structure"])), html.escape(f"{r['metric']} {r['comparator']} {r['limit']:g} {r['unit']}")]
-        for x in (r, p):
+    for key in list(ev.ref_dvhs) + [k for k in ev.pred_dvhs if k not in ev.ref_dvhs]:
+        s = case.structures.get(key)
+        role = s.role if s else Role.OAR
+        rx = s.prescription_gy if s else None
+        ref, pred = ev.ref_dvhs.get(key), ev.pred_dvhs.get(key)
+        any_dvh = ref if ref is not None else pred
+        names = list(structure_metrics(any_dvh, role, rx)) + ["Dmax"]
+        values = {}
+        for which, dvh in (("ref", ref), ("pred", pred)):
+            if dvh is not None:
+                values[which] = {**structure_metrics(dvh, role, rx), "Dmax": dvh.max_gy}
+        for i, m in enumerate(names):
+            cells = []
+            if i == 0:
+                span = f' rowspan="{len(names)}"'
+                cells.append(f'<td{span} class="structure">{_name_cell(case, key)}<br><small>'
+                             f"{any_dvh.volume_cc:.1f} cc</small></td>")
+            cells.append(f"<td>{_e(DVH_METRIC_LABELS.get(m, m))}</td>")
+            r = values.get("ref", {}).get(m)
+            if has_ref:
+                cells.append(f"<td>{_fmt(r)}</td>")
+            cells.append(f"<td>{_fmt(values.get('pred', {}).get(m))}</td>")
+            if has_bands:
+                iv = (bands.get(key) or {}).get("metrics", {}).get(m) or {}
+                lo, hi = iv.get("lo"), iv.get("hi")
+                cells += [f"<td>{_fmt(lo)}</td>", f"<td>{_fmt(hi)}</td>"]
+                if has_ref:
+                    row = checked.get((key, m))
+                    inside = row["inside"] if row else (
+                        None if lo is None or hi is None or r is None or not math.isfinite(r) else lo <= r <= hi)
+                    if inside is None:
+                        cells.append("<td>-</td>")
+                    else:
+                        cells.append(f'<td class="{"pass" if inside else "fail"}">'
+                                     f'{"inside" if inside else "outside"}</td>')
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = ["Structure (as read)", "DVH metric"] + (["Reference"] if has_ref else []) + ["Prediction"]
+    if has_bands:
+        head += ["90 % interval low", "90 % interval high"] + (["Reference in interval"] if has_ref else [])
+    conv = ev.metrics.get("dvh_convention") or {}
+    note = (f"<p class=\"note\">DVH convention: mode {_e(conv.get('mode', 'native'))}, end cap "
+            f"{_e(conv.get('end_cap', 'full'))}; maximum dose = point maximum; D<i>x</i>cc = dose to the hottest "
+            f"<i>x</i> cc.</p>")
+    return note + _table(head, rows, "dvh")
+
+
+# ---------------------------------------------------------------- beams, constraints, provenance
+
+
+def _beam_table(case: Case) -> str:
+    beams = case.plan.beams
+    if not beams:
+        return "<p>The plan lists no beams.</p>"
+    rows = []
+    for i, b in enumerate(beams, 1):
+        gantry = f"{b.gantry_deg:.1f}"
+        if b.arc_gantry_deg:
+            arc = b.arc_gantry_deg
+            gantry = f"{arc[0]:.1f} &rarr; {arc[-1]:.1f} (arc, {len(arc)} control points)"
+        rows.append(f"<tr><td>{i}</td><td>{gantry}</td><td>{b.couch_deg:.1f}</td><td>{b.collimator_deg:.1f}</td>"
+                    f"<td>{b.energy_mv:g} MV</td><td>{_e(b.technique)}</td></tr>")
+    extra = f"<p class=\"note\">{case.plan.fractions} fractions.</p>" if case.plan.fractions else ""
+    return _table(["Beam", "Gantry (°)", "Couch (°)", "Collimator (°)", "Energy", "Technique"], rows,
+                  "beams") + extra
+
+
+def _constraint_table(metrics: dict, case: Case) -> str:
+    c = metrics.get("constraints") or {}
+    ref = {(r["structure"], r["metric"], r["comparator"], r["limit"]): r for r in c.get("ref", [])}
+    pred = {(r["structure"], r["metric"], r["comparator"], r["limit"]): r for r in c.get("pred", [])}
+    rows = []
+    for k in list(ref) + [k for k in pred if k not in ref]:
+        r0 = ref.get(k) or pred[k]
+        unit = r0["unit"]
+        cells = [f"<td>{_name_cell(case, r0['structure'])}</td>",
+                 f"<td>{_e(r0['metric'])} {_e(r0['comparator'])} {r0['limit']:g} {_e(unit)}</td>"]
+        for x in (ref.get(k), pred.get(k)):
             if x is None:
-                cells.append("<td>-</td>")
+                cells.append("<td>-</td><td>-</td>")
                 continue
             cls = "pass" if x["passed"] else "fail"
-            cells.append(f'<td class="{cls}">{x["value"]:.2f} ({"pass" if x["passed"] else "FAIL"})</td>')
-        rows.append(f"<tr><td>{cells[0]}</td><td>{cells[1]}</td>{cells[2]}{cells[3]}</tr>")
+            margin = x.get("margin")
+            if margin is None:
+                margin = x["limit"] - x["value"] if x["comparator"].startswith("<") else x["value"] - x["limit"]
+            cells.append(f'<td class="{cls}">{x["value"]:.2f} {_e(unit)} ({"pass" if x["passed"] else "FAIL"})</td>'
+                         f'<td class="{cls}">{margin:+.2f} {_e(unit)}</td>')
+        cells.append(f"<td><small>{_e(r0.get('source') or '')}</small></td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
     if not rows:
         return "<p>No constraint applies to these structures.</p>"
-    return ("<table><tr><th>structure</th><th>constraint</th><th>reference</th><th>prediction</th></tr>"
-            + "".join(rows) + "</table>")
+    note = ('<p class="note">Margin to the limit: positive = room left, negative = limit exceeded '
+            "(limit - value for upper limits, value - limit for lower limits).</p>")
+    return note + _table(["Structure (as read)", "Constraint", "Reference", "Margin (reference)", "Prediction",
+                          "Margin (prediction)", "Source"], rows, "constraints")
 
 
-CSS = """body{font-family:sans-serif;margin:2em;max-width:1300px} table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #999;padding:3px 8px;text-align:left} .pass{background:#c8f0c8} .fail{background:#f5b5b5}
-.warn{color:#b00;font-weight:bold;font-size:1.2em} img{max-width:100%}"""
+def _definition_list(items: dict) -> str:
+    def text(v):
+        if isinstance(v, dict):
+            return "; ".join(f"{k}: {text(x)}" for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return ", ".join(text(x) for x in v)
+        return str(v)
+
+    return "<dl>" + "".join(f"<dt>{_e(str(k).replace('_', ' '))}</dt><dd>{_e(text(v))}</dd>"
+                            for k, v in items.items() if v not in (None, "", [], {})) + "</dl>"
+
+
+# ---------------------------------------------------------------- case section
+
+
+def _target_centre(case: Case) -> np.ndarray:
+    """Centre of mass (array index) of the highest-prescription non-empty target, else of the high dose."""
+    for s in case.targets.values():
+        if not s.is_empty:
+            return np.argwhere(s.mask).mean(axis=0)
+    if case.dose_gy is not None and case.dose_gy.max() > 0:
+        return np.argwhere(case.dose_gy >= 0.5 * case.dose_gy.max()).mean(axis=0)
+    return (np.asarray(case.grid.shape) - 1) / 2.0
 
 
 def _main_target(case: Case):
-    """Mask of the highest-prescription non-empty target, or None."""
-    return next((s.mask for s in case.targets.values() if not s.is_empty), None)
+    """(key, Structure) of the highest-prescription non-empty target, or (None, None)."""
+    return next(((k, s) for k, s in case.targets.items() if not s.is_empty), (None, None))
 
 
-def _dvh_name_table(ev: Evaluation, ref_case: Case) -> str:
-    """Reference and predicted Dmean / Dmax (point) / D0.03cc per structure, named as read with the normalized name
-    beside it, under a line naming the DVH convention."""
-    rows = []
-    for key, ref in ev.ref_dvhs.items():
-        s, pred = ref_case.structures.get(key), ev.pred_dvhs.get(key)
-        cells = [s.original_name if s else key, key, f"{ref.volume_cc:.2f}"]
-        cells += [f"{v:.2f}" for v in (ref.mean_gy, ref.max_gy, ref.d_cc(0.03))]
-        cells += [f"{v:.2f}" for v in (pred.mean_gy, pred.max_gy, pred.d_cc(0.03))] if pred else ["-"] * 3
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = ("structure (as read)", "normalized", "cc", "ref Dmean", "ref Dmax", "ref D0.03cc", "pred Dmean",
-            "pred Dmax", "pred D0.03cc")
-    conv = ev.metrics.get("dvh_convention") or {}
-    note = (f"<p>DVH convention: mode {html.escape(str(conv.get('mode', 'native')))}, end cap "
-            f"{html.escape(str(conv.get('end_cap', 'full')))}; Dmax = point maximum, D0.03cc = volume-based.</p>")
-    return note + "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+def _isodose_key(rx_gy: float) -> str:
+    """The isodose legend as text: a coloured swatch, % of the prescription and Gy per line."""
+    items = "".join(f'<li><span class="swatch" style="background:{c}"></span>{_e(label)}</li>'
+                    for c, label in zip(reversed(ISODOSE_COLOURS), isodose_legend_labels(rx_gy)))
+    return f'<ul class="isodose" aria-label="isodose lines">{items}</ul>'
 
 
-def case_section(ev: Evaluation, ref_case: Case) -> str:
-    """HTML of one case: tables and three embedded figures (two if gamma was not computed)."""
-    name = html.escape(ref_case.name)
-    centre = _target_centre(ref_case)
-    body = ref_case.body_mask
+def _images(ev: Evaluation, case: Case) -> str:
+    centre = _target_centre(case)
+    body = case.body_mask
+    key, target = _main_target(case)
+    shared = {"ct": case.ct_hu, "body": body, "target": target.mask if target is not None else None}
+    rx = case.max_prescription_gy
+    rx_label = f"the highest prescription ({_e(key)})" if rx else "the reference maximum (no prescription known)"
+    if not rx:
+        rx = float(max(np.max(ev.ref_dose_gy) if ev.ref_dose_gy is not None else 0, np.max(ev.pred_dose_gy), 1.0))
+    doses = {"prediction": ev.pred_dose_gy}
+    if ev.ref_dose_gy is not None:
+        doses["reference"] = ev.ref_dose_gy
+    where = f"centre of mass of {_e(target.original_name)}" if target is not None else "the high-dose centre"
+    parts = ["<h3>Dose</h3>", _figure(
+        dose_figure(doses, case.grid, centre, rx, rx_label="Rx" if case.max_prescription_gy else "max", **shared),
+        "dose", f"{' and '.join(doses)} dose (Gy) over the CT, shown above {10:g} % of {rx_label}, {rx:.1f} Gy; "
+                f"isodose lines at 50 / 80 / 90 / 95 / 100 / 105 %; planes through the {where}; radiological "
+                "convention (patient right on image left, anterior / superior up).") + _isodose_key(rx)]
+    if ev.ref_dose_gy is None:
+        return "\n".join(parts + ["<p>No reference dose: no difference or gamma map.</p>"])
     diff = ev.pred_dose_gy.astype(np.float32) - ev.ref_dose_gy.astype(np.float32)
     inside = diff[body] if body is not None and body.any() else diff
     lim = float(max(np.percentile(np.abs(inside), 99.5), 1.0))
     if body is not None and body.any():
         diff = np.where(body, diff, np.nan)  # outside the body: CT only
-    target = _main_target(ref_case)
-    labels = {k: s.label for k, s in ref_case.structures.items()}
-    shared = {"ct": ref_case.ct_hu, "body": body, "target": target}
-    diff_png = _maps_figure(diff, ref_case.grid, centre, "prediction - reference [Gy] (green: target outline)",
-                            "RdBu_r", Normalize(-lim, lim), colorbar_label="Gy", **shared)
-    warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in ev.metrics.get("warnings") or [])
-    parts = [f"<h2>Case {name}</h2>", f'<ul class="warn">{warnings}</ul>' if warnings else "",
-             _provenance_table(ev.metrics.get("provenance")), _metric_table(ev.metrics),
-             "<h3>Dose constraints</h3>", _constraint_table(ev.metrics, labels), "<h3>DVH</h3>",
-             f'<img alt="DVH {name}" src="{_dvh_figure(ev, name, labels)}">',
-             _dvh_name_table(ev, ref_case),
-             "<h3>Dose difference (prediction - reference)</h3>",
-             f'<img alt="dose difference {name}" src="{diff_png}">']
+    parts += ["<h3>Dose difference (prediction - reference)</h3>", _figure(
+        maps_figure(diff, case.grid, centre, "prediction - reference (Gy)", "RdBu_r", Normalize(-lim, lim),
+                    colorbar_label="Gy", **shared),
+        "dose difference", "Red: prediction hotter than the reference, blue: colder (Gy, inside the body).")]
     if ev.gamma_3mm3pct is not None:
         g = np.asarray(ev.gamma_3mm3pct.gamma, dtype=np.float32)  # NaN below the low-dose cut-off: not shown
         rate = ev.metrics.get("gamma_3mm3pct")
-        title = "gamma 3%/3mm (blue <= 1 passes, red > 1 fails; blank: below the 10% cut-off)"
+        title = "gamma 3 %/3 mm"
         if isinstance(rate, float) and math.isfinite(rate):
-            title += f", pass rate {rate:.1f}%"
-        gamma_png = _maps_figure(np.minimum(g, GAMMA_SHOWN_MAX), ref_case.grid, centre, title, "coolwarm",
-                                 TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=GAMMA_SHOWN_MAX), colorbar_label="gamma",
-                                 **shared)
-        parts += ["<h3>Gamma 3%/3mm (global, 10% cutoff)</h3>", f'<img alt="gamma {name}" src="{gamma_png}">']
+            title += f", pass rate {rate:.1f} %"
+        parts += ["<h3>Gamma 3 %/3 mm</h3>", _figure(
+            maps_figure(np.minimum(g, GAMMA_SHOWN_MAX), case.grid, centre, title, "coolwarm",
+                        TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=GAMMA_SHOWN_MAX), colorbar_label="gamma", **shared),
+            "gamma", "Global gamma, 10 % low-dose cut-off: blue &le; 1 passes, red &gt; 1 fails; blank below the "
+                     "cut-off.")]
+    else:
+        parts.append("<p>Gamma was not computed (evaluate without --no-gamma to add the gamma map).</p>")
     return "\n".join(parts)
 
 
+def case_section(ev: Evaluation, ref_case: Case, model: str | None = None, date: str | None = None) -> str:
+    """HTML of one case: header, dose images, metrics, DVH, beams, constraints (provenance: render_report)."""
+    name = _e(ref_case.name)
+    prov = ev.metrics.get("provenance") or {}
+    model = model or prov.get("model")
+    labels = {k: s.label for k, s in ref_case.structures.items()}
+    header = [f"<dt>Case</dt><dd>{name}</dd>", f"<dt>Model</dt><dd>{_e(model or 'unknown')}</dd>",
+              f"<dt>Date</dt><dd>{_e(date or _now())}</dd>"]
+    if ref_case.max_prescription_gy:
+        header.append(f"<dt>Highest prescription</dt><dd>{ref_case.max_prescription_gy:.2f} Gy</dd>")
+    warnings = "".join(f"<li>{_e(w)}</li>" for w in ev.metrics.get("warnings") or [])
+    parts = [f'<section class="case"><h2>Case {name}</h2>', f'<dl class="header">{"".join(header)}</dl>',
+             f'<p class="warn">{_e(NOT_FOR_CLINICAL_USE)}.</p>',
+             f'<ul class="warn">{warnings}</ul>' if warnings else "",
+             _images(ev, ref_case),
+             "<h3>Metrics</h3>", _metric_table(ev.metrics),
+             "<h3>DVH</h3>", _figure(dvh_figure(ev.ref_dvhs, ev.pred_dvhs, ev.bands, name, labels), "DVH",
+                                     "Reference solid, prediction dashed" + (
+                                         "; the prediction's 90 % band shaded." if ev.bands else ".")),
+             "<h3>DVH metrics per structure</h3>", _dvh_metric_table(ev, ref_case),
+             "<h3>Beams</h3>", _beam_table(ref_case),
+             "<h3>Dose constraints</h3>", _constraint_table(ev.metrics, ref_case), "</section>"]
+    return "\n".join(p for p in parts if p)
+
+
+def _now() -> str:
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+CSS = """body{font-family:sans-serif;margin:2em;max-width:1300px;color:#111}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em} td,th{border:1px solid #999;padding:3px 8px;
+text-align:left;vertical-align:top} th{background:#eee} .pass{background:#c8f0c8} .fail{background:#f5b5b5}
+.warn{color:#b00;font-weight:bold} small.norm{color:#666;font-size:.8em} .note{color:#444;font-size:.9em}
+img{max-width:100%} figure{margin:.5em 0} figcaption{font-size:.9em;color:#333}
+dl{display:grid;grid-template-columns:max-content auto;gap:2px 1em;font-size:.92em} dt{font-weight:bold}
+dd{margin:0} dl.header{font-size:1.05em}
+ul.isodose{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:1.2em;font-size:.9em}
+.swatch{display:inline-block;width:1.6em;height:.35em;margin-right:.4em;vertical-align:middle}
+@media print{body{margin:0;max-width:none;font-size:10pt} figure,table,dl,img,tr{page-break-inside:avoid;
+break-inside:avoid} h2,h3{page-break-after:avoid;break-after:avoid} section.case+section.case{page-break-before:always}
+.pass,.fail,th{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"""
+
+
 def render_report(sections: list[str], provenance: dict | None = None, summary: dict | None = None,
-                  title: str = "ADDiffDose evaluation report") -> str:
-    """The whole HTML document from case sections, a provenance dict and an optional mean-metric summary."""
+                  title: str = "ADDiffDose evaluation report", case_provenance: dict | None = None,
+                  date: str | None = None) -> str:
+    """The whole HTML document from case sections, a provenance dict (definition list at the end), an optional
+    mean-metric summary and per-case provenance {case: dict}."""
     prov = {"software": f"ADDiffDose {__version__}", **(provenance or {})}
-    prov_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in prov.items())
-    summary_html = ""
-    if summary:
-        summary_html = "<h2>Mean over cases</h2>" + _metric_table(summary)
-    warn = f'<p class="warn">{html.escape(NOT_FOR_CLINICAL_USE)}.</p>'
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{warn}"
-            f"<h2>Provenance</h2><table>{prov_rows}</table>{summary_html}{''.join(sections)}{warn}</body></html>")
+    summary_html = f"<h2>Mean over cases</h2>{_metric_table(summary)}" if summary else ""
+    warn = f'<p class="warn">{_e(NOT_FOR_CLINICAL_USE)}.</p>'
+    per_case = "".join(f"<h3>Case {_e(c)}</h3>{_definition_list(p)}" for c, p in (case_provenance or {}).items() if p)
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>{warn}{summary_html}{''.join(sections)}"
+            f'<section class="provenance"><h2>Provenance</h2>{_definition_list(prov)}{per_case}</section>'
+            f"{warn}</body></html>")
 
 
 def write_report(path: str | Path, evaluations: list[tuple[Evaluation, Case]], provenance: dict | None = None,
                  summary: dict | None = None, overwrite: bool = False) -> Path:
     """Write the report for (evaluation, reference case) pairs atomically; returns the path."""
-    sections = [case_section(ev, case) for ev, case in evaluations]
-    return write_text_atomic(path, render_report(sections, provenance, summary), overwrite=overwrite)
+    date = _now()
+    model = (provenance or {}).get("model")
+    sections = [case_section(ev, case, model=model, date=date) for ev, case in evaluations]
+    case_prov = {case.name: ev.metrics.get("provenance") for ev, case in evaluations}
+    return write_text_atomic(path, render_report(sections, provenance, summary, case_provenance=case_prov,
+                                                 date=date), overwrite=overwrite)
