@@ -316,3 +316,18 @@ def test_predict_and_demo_report_without_reference(models, openkbp_npz, tmp_path
     assert code == 0, err
     assert (out / "pt_201_report.html").is_file() and "wrote report (HTML)" in stdout
     assert "No reference dose" in (out / "pt_201_report.html").read_text()
+
+
+def test_evaluate_report_shows_the_beams_of_the_prediction(models, openkbp_npz, tmp_path, capsys):
+    """evaluate --report on our dose npz: the beam table lists the beams it was predicted for (npz metadata),
+    not the reference plan's."""
+    pred = tmp_path / "d.npz"
+    assert _run(capsys, "predict", openkbp_npz, "-o", pred, "--model", "heuristic", "--gantry", "20,200",
+                "--device", "cpu")[0] == 0
+    code, _, err = _run(capsys, "evaluate", "--pred", pred, "--ref", openkbp_npz, "--report", tmp_path / "r.html",
+                        "--no-gamma")
+    assert code == 0, err
+    text = (tmp_path / "r.html").read_text()
+    beams = text[text.index("<h3>Beams</h3>"):text.index("<h3>Dose constraints</h3>")]
+    assert "<caption>Beams of the prediction</caption>" in beams and beams.count("<tr><td>") == 2
+    assert "<tr><td>2</td><td>200.0</td>" in beams
