@@ -293,7 +293,8 @@ def test_predict_report_with_the_inputs_dose_as_reference(models, openkbp_npz, o
     code, out, err = _run(capsys, "predict", openkbp_validation, "-o", tmp_path / "out", "--report", report,
                           "--model", "heuristic", "--overwrite")
     assert code == 2 and not (tmp_path / "out").exists()
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error E106 ") and "--report needs a single case" in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error E106 ")
+    assert "--report needs a single case" in err
 
 
 def test_predict_and_demo_report_without_reference(models, openkbp_npz, tmp_path, capsys):

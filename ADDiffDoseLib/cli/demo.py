@@ -17,7 +17,8 @@ SAMPLE = Path(os.environ.get("ADDIFFDOSE_SAMPLE", Path(__file__).resolve().paren
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="predict the bundled sample case and report its errors (the main job)")
     p.add_argument("--out", default="addiffdose_demo", help="output folder (default ./addiffdose_demo)")
-    p.add_argument("--input", default=str(SAMPLE), help="a case; its own dose, if any, is the reference (default: the bundled sample)")
+    p.add_argument("--input", default=str(SAMPLE),
+                   help="a case; its own dose, if any, is the reference (default: the bundled sample)")
     p.add_argument("--model", default="default")
     p.add_argument("--samples", type=int, default=4, help="K samples for the uncertainty map (default 4)")
     p.add_argument("--steps", type=int)
