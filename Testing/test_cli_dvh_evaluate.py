@@ -161,6 +161,9 @@ def test_evaluate_pyradplan_vs_clinical(pyradplan_dir, data_dir, tmp_path, capsy
     assert m["provenance"]["beams"].startswith(f"{len(np.load(plan)['gantry_deg'])} x IMRT 6 MV")
     html = (tmp_path / "r.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "plan source: pyradplan" in html
+    beams = html[html.index("<h3>Beams</h3>"):html.index("<h3>Dose constraints</h3>")]
+    assert "<caption>Beams of the prediction</caption>" in beams  # the pyRadPlan plan's beams
+    assert beams.count("<tr><td>") == len(np.load(plan)["gantry_deg"])
 
 
 def test_evaluate_folders_of_predictions(openkbp_validation, tmp_path, capsys):

@@ -256,3 +256,79 @@ def test_predict_without_ct_refused_unless_allowed(models, breast_dir, tmp_path,
     assert err.count("no CT: predicted with air") == 1 and err.count("warning:") == len(set(err.splitlines()))
     _, header = nrrd.read(str(tmp_path / "d.nrrd"))
     assert header["ADDiffDose_warnings"].count("no CT: predicted with air") == 1
+
+
+def _report_images(text: str) -> int:
+    """Number of embedded PNGs, each checked to decode as a non-blank image of a sensible size."""
+    import base64
+    import io
+    import re
+
+    import matplotlib.image as mpimg
+
+    srcs = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', text)
+    for s in srcs:
+        img = mpimg.imread(io.BytesIO(base64.b64decode(s, validate=True)), format="png")
+        assert img.ndim == 3 and 300 <= img.shape[0] <= 2000 and 300 <= img.shape[1] <= 2000, img.shape
+        assert img[..., :3].std() > 0.05
+    return len(srcs)
+
+
+def test_predict_report_with_the_inputs_dose_as_reference(models, openkbp_npz, openkbp_validation, tmp_path, capsys):
+    """--report: the images decode, the input's clinical dose is the reference (difference, gamma), the overridden
+    beams fill the beam table, bands and intervals when sampled; a folder of cases is refused in one line."""
+    report = tmp_path / "r.html"
+    code, out, err = _run(capsys, "predict", openkbp_npz, "-o", tmp_path / "d.nrrd", "--model", "heuristic",
+                          "--gantry", "10,130,250", "--couch", "5", "--samples", "2", "--report", report,
+                          "--device", "cpu")
+    assert code == 0, err
+    assert str(report) in out
+    text = report.read_text()
+    assert _report_images(text) == 4  # dose, difference, gamma, DVH
+    assert "<h3>Dose difference (prediction - reference)</h3>" in text and "<h3>Gamma 3 %/3 mm</h3>" in text
+    assert "<caption>Beams of the prediction</caption>" in text
+    assert "<tr><td>3</td><td>250.0</td><td>5.0</td><td>0.0</td><td>6 MV</td><td>IMRT</td></tr>" in text
+    assert "<tr><td>4</td>" not in text[text.index("<h3>Beams</h3>"):]  # not the input's 9 beams
+    assert "90 % interval low" in text and "Reference in interval" in text and "band shaded" in text
+    code, out, err = _run(capsys, "predict", openkbp_validation, "-o", tmp_path / "out", "--report", report,
+                          "--model", "heuristic", "--overwrite")
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error E106 ")
+    assert "--report needs a single case" in err
+
+
+def test_predict_and_demo_report_without_reference(models, openkbp_npz, tmp_path, capsys):
+    """An input without a dose: predict --report and demo still write the report, of the prediction alone."""
+    with np.load(openkbp_npz) as f:
+        arrays = {k: f[k] for k in f.files if k != "dose"}
+    case_path = tmp_path / "pt_201.npz"
+    np.savez_compressed(case_path, **arrays)
+    assert read_openkbp_npz(case_path).dose_gy is None
+    report = tmp_path / "r.html"
+    code, _, err = _run(capsys, "predict", case_path, "-o", tmp_path / "d.npz", "--model", "heuristic",
+                        "--report", report, "--device", "cpu")
+    assert code == 0, err
+    text = report.read_text()
+    assert _report_images(text) == 2  # dose, DVH
+    assert "No reference dose" in text and "<h3>Gamma 3 %/3 mm</h3>" not in text and "Dose difference" not in text
+    out = tmp_path / "demo"
+    code, stdout, err = _run(capsys, "demo", "--out", out, "--model", models / "heuristic.json", "--samples", "1",
+                             "--input", case_path, "--device", "cpu")
+    assert code == 0, err
+    assert (out / "pt_201_report.html").is_file() and "wrote report (HTML)" in stdout
+    assert "No reference dose" in (out / "pt_201_report.html").read_text()
+
+
+def test_evaluate_report_shows_the_beams_of_the_prediction(models, openkbp_npz, tmp_path, capsys):
+    """evaluate --report on our dose npz: the beam table lists the beams it was predicted for (npz metadata),
+    not the reference plan's."""
+    pred = tmp_path / "d.npz"
+    assert _run(capsys, "predict", openkbp_npz, "-o", pred, "--model", "heuristic", "--gantry", "20,200",
+                "--device", "cpu")[0] == 0
+    code, _, err = _run(capsys, "evaluate", "--pred", pred, "--ref", openkbp_npz, "--report", tmp_path / "r.html",
+                        "--no-gamma")
+    assert code == 0, err
+    text = (tmp_path / "r.html").read_text()
+    beams = text[text.index("<h3>Beams</h3>"):text.index("<h3>Dose constraints</h3>")]
+    assert "<caption>Beams of the prediction</caption>" in beams and beams.count("<tr><td>") == 2
+    assert "<tr><td>2</td><td>200.0</td>" in beams

@@ -232,3 +232,50 @@ def test_report_names_structures_as_read(breast_dir, tmp_path):
     visible = _Text()
     visible.feed(text)
     assert "Lt Lung" in " ".join(visible.parts)
+
+
+def test_report_without_reference(openkbp_npz, tmp_path):
+    """A prediction alone (evaluate_prediction): dose over the CT and the DVH; no difference, gamma, agreement
+    metrics or reference columns, and one line says why."""
+    from ADDiffDoseLib.metrics.evaluate import evaluate_prediction
+    from ADDiffDoseLib.metrics.report import NO_REFERENCE_NOTE
+
+    case = read_openkbp_npz(openkbp_npz)
+    pred = case.dose_gy * 0.98
+    case = case.replace(dose_gy=None)
+    ev = evaluate_prediction(pred, case)
+    assert ev.ref_dose_gy is None and not ev.ref_dvhs and ev.metrics["constraints"]["pred"]
+    text = write_report(tmp_path / "r.html", [(ev, case)], {"model": "m"}).read_text()
+    parser = _Imgs()
+    parser.feed(text)
+    assert len(parser.srcs) == 2  # dose, DVH
+    for img in _decoded_pngs(parser.srcs):
+        assert img.ndim == 3 and 300 <= img.shape[0] <= 2000 and img[..., :3].std() > 0.05
+    visible = _Text()
+    visible.feed(text)
+    shown = " ".join(visible.parts)
+    assert "Dose difference (prediction - reference)" not in visible.headings
+    assert "Gamma 3 %/3 mm" not in visible.headings
+    positions = [visible.headings.index(h) for h in SECTIONS if h not in (
+        "Dose difference (prediction - reference)", "Gamma 3 %/3 mm")]
+    assert positions == sorted(positions), visible.headings
+    assert text.count(NO_REFERENCE_NOTE) == 1 and "No reference dose: no agreement metrics" in shown
+    for absent in ("OpenKBP dose score", "Gamma 3 %/3 mm pass rate", "Reference in interval", "Margin (reference)",
+                   "reference solid", "Reference solid"):
+        assert absent not in shown, absent
+    for word in ("Mean dose (Gy)", "Margin (prediction)", "Dose constraints met by the prediction", "Prediction.",
+                 "105 % = 73.5 Gy", "Beams of the plan", "320.0"):
+        assert word in shown, word
+
+
+def test_beam_table_shows_the_predictions_beams(openkbp_npz, tmp_path):
+    """Evaluation.beams (Beam objects or the dicts of our dose npz) replace the reference plan's beams."""
+    from ADDiffDoseLib.case import Beam
+
+    case = read_openkbp_npz(openkbp_npz)
+    ev = evaluate_case_full(case.dose_gy * 0.98, case, gamma=False)
+    ev.beams = (Beam(10.0, 5.0).to_dict(), Beam(130.0, 5.0, energy_mv=10, technique="VMAT"))
+    text = write_report(tmp_path / "r.html", [(ev, case)]).read_text()
+    table = text[text.index("<h3>Beams</h3>"):text.index("<h3>Dose constraints</h3>")]
+    assert "<caption>Beams of the prediction</caption>" in table and table.count("<tr><td>") == 2
+    assert "<tr><td>2</td><td>130.0</td><td>5.0</td><td>0.0</td><td>10 MV</td><td>VMAT</td></tr>" in table

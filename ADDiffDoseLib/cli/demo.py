@@ -17,7 +17,8 @@ SAMPLE = Path(os.environ.get("ADDIFFDOSE_SAMPLE", Path(__file__).resolve().paren
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="predict the bundled sample case and report its errors (the main job)")
     p.add_argument("--out", default="addiffdose_demo", help="output folder (default ./addiffdose_demo)")
-    p.add_argument("--input", default=str(SAMPLE), help="a case with a reference dose (default: the bundled sample)")
+    p.add_argument("--input", default=str(SAMPLE),
+                   help="a case; its own dose, if any, is the reference (default: the bundled sample)")
     p.add_argument("--model", default="default")
     p.add_argument("--samples", type=int, default=4, help="K samples for the uncertainty map (default 4)")
     p.add_argument("--steps", type=int)
@@ -31,9 +32,8 @@ def run(args) -> int:
     from ..io.atomic import check_writable
     from ..io.detect import read_case, write_dose
     from ..io.nrrd import write_dose_std_nrrd
-    from ..metrics.evaluate import evaluate_case_full
-    from ..metrics.report import write_report
     from ..model.predict import predict_case
+    from .predict import write_case_report
 
     out = Path(args.out)
     case = read_case(args.input)
@@ -64,13 +64,9 @@ def run(args) -> int:
         add_bands(case, pred, args.model, args.samples, seed=args.seed)
         bands_json, _ = write_bands(out / f"{case.name}_dose.npz", pred.bands, overwrite=args.overwrite)
         paths["DVH bands (JSON/CSV)"] = bands_json
+    ev = write_case_report(paths["report (HTML)"], case, pred, prov, overwrite=args.overwrite)
     if case.dose_gy is not None:
-        ev = evaluate_case_full(pred.dose_gy, case)
-        ev.bands = pred.bands
-        write_report(paths["report (HTML)"], [(ev, case)], provenance=prov, overwrite=args.overwrite)
         _print_errors(case, pred.dose_gy, ev.metrics)
-    else:
-        del paths["report (HTML)"]
     for what, p in paths.items():
         print(f"wrote {what}: {p}")
     return 0

@@ -19,8 +19,8 @@ from ..errors import ErrorCode, InputError
 from ..geometry import resample_to_grid
 from ..io.atomic import check_writable, write_text_atomic
 from ..metrics.evaluate import HEADLINE_KEYS, evaluate_case_full, mean_metrics, to_jsonable
-from ..metrics.loading import (is_prediction_file, prediction_provenance, read_any_case, read_dose_input,
-                               read_prediction_dose)
+from ..metrics.loading import (is_prediction_file, prediction_beams, prediction_provenance, read_any_case,
+                               read_dose_input, read_prediction_dose)
 
 #: File endings of cases and doses matched by name in two folders (longest first).
 CASE_SUFFIXES = (".nii.gz", ".npz", ".nrrd", ".nhdr", ".nii", ".dcm")
@@ -107,6 +107,7 @@ def run(args) -> int:
         ev = evaluate_case_full(pred, ref_case, gamma=not args.no_gamma, constraints=constraints,
                                 dvh_end_cap=args.end_cap)
         ev.metrics["provenance"] = prediction_provenance(pred_path, pred_case)
+        ev.beams = prediction_beams(pred_path, pred_case)  # the report's beam table: the prediction's beams
         if pred_case is not None:
             ev.metrics["warnings"] += [f"prediction: {w}" for w in pred_case.warnings]
         for w in ev.metrics["warnings"]:

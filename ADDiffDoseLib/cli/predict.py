@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     p.add_argument("--series", help="DICOM series UID when a folder holds several")
     p.add_argument("--allow-missing-ct", action="store_true",
                    help="predict even when the input has no CT (the model then sees air: the dose is not meaningful)")
+    p.add_argument("--report", metavar="OUT.html", help="also write the HTML report (single case): predicted dose "
+                   "over the CT with isodoses, DVHs (with bands when --samples K > 1), beams, constraints; the "
+                   "input's own dose, if any, as reference")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS <pct> <message>' lines (for the Slicer module)")
     p.set_defaults(func=run)
@@ -116,6 +119,8 @@ def predict_one(in_path: Path, out_path: Path, args, progress=None) -> list[str]
     from ..model.predict import predict_case
 
     check_writable(out_path, args.overwrite)  # before minutes of prediction, not after
+    if getattr(args, "report", None):
+        check_writable(args.report, args.overwrite)
     case = apply_overrides(read_case(in_path, data_root=args.data_root, series_uid=args.series,
                                      fractions=args.fractions), args)
     input_warnings = list(case.warnings)
@@ -150,7 +155,29 @@ def predict_one(in_path: Path, out_path: Path, args, progress=None) -> list[str]
 
             write_dose_std_nrrd(out_path.with_name(out_path.name.split(".")[0] + "_std.nrrd"), pred.dose_std_gy,
                                 case.grid, "dose standard deviation (Gy) over samples", overwrite=args.overwrite)
+    if getattr(args, "report", None):
+        write_case_report(args.report, case, pred, provenance, args.overwrite)
     return warnings
+
+
+def write_case_report(path, case, pred, provenance: dict, overwrite: bool = False):
+    """Write the HTML report of one prediction `pred` (model.predict's result) for `case` (with the command
+    line's beams applied): the case's own dose, if any, is the reference (with gamma and, when sampled, the
+    reference inside / outside the intervals); without one, a report of the prediction alone. Returns the
+    Evaluation."""
+    from ..metrics.evaluate import evaluate_case_full, evaluate_prediction
+    from ..metrics.intervals import interval_check
+    from ..metrics.report import write_report
+
+    has_ref = case.dose_gy is not None
+    ev = evaluate_case_full(pred.dose_gy, case) if has_ref else evaluate_prediction(pred.dose_gy, case)
+    ev.bands = pred.bands
+    ev.beams = case.plan.beams or None
+    if pred.bands and has_ref:
+        ev.metrics["intervals"] = interval_check(case, pred.bands)
+    ev.metrics["warnings"] = list(dict.fromkeys([*ev.metrics["warnings"], *provenance.get("warnings", [])]))
+    write_report(path, [(ev, case)], {k: v for k, v in provenance.items() if k != "warnings"}, overwrite=overwrite)
+    return ev
 
 
 def _output_suffix(args, in_path: Path) -> str:
@@ -170,8 +197,11 @@ def run(args) -> int:
     if not (in_path.is_dir() and not is_case_folder(in_path)):
         for w in predict_one(in_path, out_path, args, _progress_printer(args.progress_lines)):
             print(f"warning: {w}", file=sys.stderr)
-        print(f"wrote {out_path}  ({NOT_FOR_CLINICAL_USE})")
+        print(f"wrote {out_path}" + (f" and {args.report}" if args.report else "") + f"  ({NOT_FOR_CLINICAL_USE})")
         return 0
+    if args.report:
+        raise InputError("--report needs a single case (a folder of cases was given)", path=in_path,
+                         code=ErrorCode.AMBIGUOUS_INPUT)
     cases = list(iter_cases(in_path))
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     cases = cases[rank::world]  # shard across torchrun ranks

@@ -36,15 +36,17 @@ HEADLINE_KEYS = ("dose_score", "dvh_score", "gdphmm_mae", "mae_body", "dice", "d
 
 @dataclass(eq=False)
 class Evaluation:
-    """metrics: the JSON-ready dict; ref_dvhs / pred_dvhs: per structure; gamma_3mm3pct: the gamma map (or None)."""
+    """metrics: the JSON-ready dict; ref_dvhs / pred_dvhs: per structure; gamma_3mm3pct: the gamma map (or None).
+    ref_dose_gy None: a prediction without reference (:func:`evaluate_prediction`); beams: the prediction's."""
 
     metrics: dict
-    ref_dose_gy: np.ndarray
+    ref_dose_gy: np.ndarray | None
     pred_dose_gy: np.ndarray
     ref_dvhs: dict[str, DVH] = field(default_factory=dict)
     pred_dvhs: dict[str, DVH] = field(default_factory=dict)
     gamma_3mm3pct: GammaResult | None = None
     bands: dict | None = None  # DVH bands / metric intervals (metrics/intervals.py): the report shades them
+    beams: tuple | None = None  # Beam objects or dicts the prediction was made for (the report's beam table)
 
 
 def _prediction_on_ref(pred, ref_case: Case) -> np.ndarray:
@@ -112,6 +114,24 @@ def evaluate_case_full(pred, ref_case: Case, *, gamma: bool = True, constraints=
                         "pred": check_constraints(pred_dvhs, constraints, originals)}
     m["openkbp_dvh_details"] = kbp["dvh_details"] if kbp else []
     return Evaluation(m, ref, pred_dose, ref_dvhs, pred_dvhs, gamma3)
+
+
+def evaluate_prediction(pred, case: Case, *, constraints=None, dvh_mode: str = "native",
+                        dvh_end_cap: str = "full") -> Evaluation:
+    """DVHs, target quality and constraints of a prediction alone (no reference dose), for the report:
+    `pred` (Case or Gy array on case.grid); the returned Evaluation has ref_dose_gy None and no ref_dvhs."""
+    pred_dose = _prediction_on_ref(pred, case)
+    pred_dvhs = case_dvhs(case, pred_dose, dvh_mode, end_cap=dvh_end_cap)
+    originals = {k: s.original_name for k, s in case.structures.items()}
+    warnings = [*case.warnings, *dvh_warnings(pred_dvhs, case)]
+    if isinstance(pred, Case):
+        warnings += [f"prediction: {w}" for w in pred.warnings]
+    m: dict = {"case": case.name, "note": NOT_FOR_CLINICAL_USE, "prescription_gy": case.max_prescription_gy,
+               "warnings": list(dict.fromkeys(warnings)),
+               "dvh_convention": {"mode": dvh_mode, "end_cap": check_end_cap(dvh_end_cap)},
+               "quality": {"pred": target_quality(case, pred_dose)},
+               "constraints": {"pred": check_constraints(pred_dvhs, constraints, originals)}}
+    return Evaluation(m, None, pred_dose, {}, pred_dvhs)
 
 
 def evaluate_case(pred, ref_case: Case, **kwargs) -> dict:

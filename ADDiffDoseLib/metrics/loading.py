@@ -133,26 +133,30 @@ def _beams_text(beams) -> str:
             f"gantry {gantry} deg, couch {'/'.join(couch)} deg")
 
 
+def _prediction_metadata(path: Path) -> dict:
+    """Metadata of our dose npz or the ``ADDiffDose_*`` fields of our dose NRRD ({} for anything else)."""
+    try:
+        if path.is_file() and path.suffix.lower() == ".npz" and npz_kind(path) == "dose":
+            from ..io.case_npz import read_dose_npz
+
+            return read_dose_npz(path)[3]
+        if path.is_file() and is_volume_path(path) and path.name.lower().endswith((".nrrd", ".nhdr")):
+            import nrrd
+
+            header = nrrd.read_header(str(path))
+            return {k[len("ADDiffDose_"):]: v for k, v in header.items() if k.startswith("ADDiffDose_")}
+    except (InputError, OSError, ValueError, _NRRDError):
+        pass  # provenance is informative only: an unreadable header leaves it empty
+    return {}
+
+
 def prediction_provenance(path: str | Path, case: Case | None = None) -> dict[str, str]:
     """Provenance of a prediction for reports: model, SHA-256, seed, steps, beams, software (what is known).
 
     Read from our dose npz metadata or dose NRRD header (`ADDiffDose_*` fields); for a case with a plan (e.g. a
     pyRadPlan or DICOM plan used as the prediction) the plan's beams and source.
     """
-    path = Path(path)
-    found: dict = {}
-    try:
-        if path.is_file() and path.suffix.lower() == ".npz" and npz_kind(path) == "dose":
-            from ..io.case_npz import read_dose_npz
-
-            found = read_dose_npz(path)[3]
-        elif path.is_file() and is_volume_path(path) and path.name.lower().endswith((".nrrd", ".nhdr")):
-            import nrrd
-
-            header = nrrd.read_header(str(path))
-            found = {k[len("ADDiffDose_"):]: v for k, v in header.items() if k.startswith("ADDiffDose_")}
-    except (InputError, OSError, ValueError, _NRRDError):
-        found = {}  # provenance is informative only: an unreadable header leaves it empty
+    found = _prediction_metadata(Path(path))
     out = {}
     for key in PROVENANCE_KEYS:
         value = found.get(key)
@@ -163,3 +167,10 @@ def prediction_provenance(path: str | Path, case: Case | None = None) -> dict[st
         out["beams"] = _beams_text(case.plan.beams) + f" (plan source: {case.plan.source})"
     return out
 
+
+def prediction_beams(path: str | Path, case: Case | None = None) -> tuple | None:
+    """The beams a prediction was made for (Beam dicts from our dose npz, else the predicted case's plan), or None."""
+    beams = _prediction_metadata(Path(path)).get("beams")
+    if isinstance(beams, list) and beams and all(isinstance(b, dict) for b in beams):
+        return tuple(beams)
+    return case.plan.beams if case is not None and case.plan.beams else None

@@ -5,7 +5,9 @@ over the CT with isodose lines in % of the highest prescription, legend in % and
 through the centre of mass of the highest-prescription target, the reference beside it); the difference map and
 the gamma 3 %/3 mm map; the metrics table (names in words with units); the DVH with its bands and a per-structure
 DVH metrics table (names as read, interval columns when bands exist, inside / outside against the reference);
-the beams; the constraints with the margin to the limit. Provenance closes the document. Figures: report_images.py.
+the beams (the prediction's when known); the constraints with the margin to the limit. Provenance closes the
+document. Without a reference dose (:func:`~.evaluate.evaluate_prediction`) the sections that need one (difference,
+gamma, agreement metrics, reference inside / outside) are omitted with a one-line note. Figures: report_images.py.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from matplotlib.colors import Normalize, TwoSlopeNorm
 
 from .. import NOT_FOR_CLINICAL_USE, __version__
-from ..case import Case, Role
+from ..case import Beam, Case, Role
 from ..io.atomic import write_text_atomic
 from .evaluate import HEADLINE_KEYS, Evaluation
 from .intervals import structure_metrics
@@ -32,6 +34,10 @@ __all__ = ["PLANES", "_panel", "oriented_slice", "panel_arrays", "case_section",
 #: (3 %/2 mm, global, 10 % cut-off) and its action limit 90 %; we apply 95 % to 3 %/3 mm and 90 % to 2 %/2 mm.
 METRIC_TOLERANCES = {"gamma_3mm3pct": 95.0, "gamma_2mm2pct": 90.0}
 GAMMA_SHOWN_MAX = 2.0
+#: The one line that replaces every section needing a reference dose (difference, gamma, agreement metrics,
+#: reference in the interval) in a report of a prediction alone.
+NO_REFERENCE_NOTE = ("No reference dose: the difference and gamma maps, the agreement metrics and the reference "
+                     "inside / outside the interval are omitted.")
 
 #: Metric keys of :func:`~.evaluate.evaluate_case` -> what the report shows (words and unit).
 METRIC_LABELS = {
@@ -122,6 +128,21 @@ def _metric_rows(metrics: dict) -> list[str]:
     return rows
 
 
+def _metric_table_no_reference(metrics: dict) -> str:
+    """Without a reference only what the prediction alone says: constraints met and the prescription."""
+    rows = []
+    passed = _constraints_passed(metrics)
+    if passed is not None:
+        n_ok, n = passed
+        rows.append(f'<tr><td>Dose constraints met by the prediction</td><td class="{"pass" if n_ok == n else "fail"}">'
+                    f"{n_ok} / {n}</td><td>all</td></tr>")
+    if metrics.get("prescription_gy"):
+        rows.append(f"<tr><td>{_e(metric_label('prescription_gy'))}</td><td>{_fmt(metrics['prescription_gy'])}</td>"
+                    "<td></td></tr>")
+    note = '<p class="note">No reference dose: no agreement metrics (dose score, DVH score, Dice, gamma).</p>'
+    return note + (_table(["Metric", "Value", "Tolerance"], rows, "metrics") if rows else "")
+
+
 def _constraints_passed(metrics: dict) -> tuple[int, int] | None:
     rows = (metrics.get("constraints") or {}).get("pred") or []
     return (sum(bool(r["passed"]) for r in rows), len(rows)) if rows else None
@@ -198,8 +219,15 @@ def _dvh_metric_table(ev: Evaluation, case: Case) -> str:
 # ---------------------------------------------------------------- beams, constraints, provenance
 
 
-def _beam_table(case: Case) -> str:
-    beams = case.plan.beams
+def _as_beam(b) -> Beam:
+    return b if isinstance(b, Beam) else Beam(**{k: v for k, v in b.items() if k in Beam.__dataclass_fields__})
+
+
+def _beam_table(case: Case, beams=None) -> str:
+    """One row per beam: the prediction's (`beams`: Beam objects or their dicts, e.g. from our dose npz) when
+    known, else the case's plan."""
+    caption = "Beams of the prediction" if beams else "Beams of the plan"
+    beams = [_as_beam(b) for b in (beams or case.plan.beams or ())]
     if not beams:
         return "<p>The plan lists no beams.</p>"
     rows = []
@@ -211,21 +239,22 @@ def _beam_table(case: Case) -> str:
         rows.append(f"<tr><td>{i}</td><td>{gantry}</td><td>{b.couch_deg:.1f}</td><td>{b.collimator_deg:.1f}</td>"
                     f"<td>{b.energy_mv:g} MV</td><td>{_e(b.technique)}</td></tr>")
     extra = f"<p class=\"note\">{case.plan.fractions} fractions.</p>" if case.plan.fractions else ""
-    return _table(["Beam", "Gantry (°)", "Couch (°)", "Collimator (°)", "Energy", "Technique"], rows,
-                  "beams") + extra
+    table = _table(["Beam", "Gantry (°)", "Couch (°)", "Collimator (°)", "Energy", "Technique"], rows, "beams")
+    return table.replace("<thead>", f"<caption>{caption}</caption><thead>", 1) + extra
 
 
 def _constraint_table(metrics: dict, case: Case) -> str:
     c = metrics.get("constraints") or {}
     ref = {(r["structure"], r["metric"], r["comparator"], r["limit"]): r for r in c.get("ref", [])}
     pred = {(r["structure"], r["metric"], r["comparator"], r["limit"]): r for r in c.get("pred", [])}
+    has_ref = "ref" in c
     rows = []
     for k in list(ref) + [k for k in pred if k not in ref]:
         r0 = ref.get(k) or pred[k]
         unit = r0["unit"]
         cells = [f"<td>{_name_cell(case, r0['structure'])}</td>",
                  f"<td>{_e(r0['metric'])} {_e(r0['comparator'])} {r0['limit']:g} {_e(unit)}</td>"]
-        for x in (ref.get(k), pred.get(k)):
+        for x in ((ref.get(k), pred.get(k)) if has_ref else (pred.get(k),)):
             if x is None:
                 cells.append("<td>-</td><td>-</td>")
                 continue
@@ -241,8 +270,8 @@ def _constraint_table(metrics: dict, case: Case) -> str:
         return "<p>No constraint applies to these structures.</p>"
     note = ('<p class="note">Margin to the limit: positive = room left, negative = limit exceeded '
             "(limit - value for upper limits, value - limit for lower limits).</p>")
-    return note + _table(["Structure (as read)", "Constraint", "Reference", "Margin (reference)", "Prediction",
-                          "Margin (prediction)", "Source"], rows, "constraints")
+    head = ["Structure (as read)", "Constraint"] + (["Reference", "Margin (reference)"] if has_ref else [])
+    return note + _table(head + ["Prediction", "Margin (prediction)", "Source"], rows, "constraints")
 
 
 def _definition_list(items: dict) -> str:
@@ -301,7 +330,7 @@ def _images(ev: Evaluation, case: Case) -> str:
                 f"isodose lines at 50 / 80 / 90 / 95 / 100 / 105 %; planes through the {where}; radiological "
                 "convention (patient right on image left, anterior / superior up).") + _isodose_key(rx)]
     if ev.ref_dose_gy is None:
-        return "\n".join(parts + ["<p>No reference dose: no difference or gamma map.</p>"])
+        return "\n".join(parts + [f'<p class="note no-reference">{_e(NO_REFERENCE_NOTE)}</p>'])
     diff = ev.pred_dose_gy.astype(np.float32) - ev.ref_dose_gy.astype(np.float32)
     inside = diff[body] if body is not None and body.any() else diff
     lim = float(max(np.percentile(np.abs(inside), 99.5), 1.0))
@@ -333,6 +362,7 @@ def case_section(ev: Evaluation, ref_case: Case, model: str | None = None, date:
     prov = ev.metrics.get("provenance") or {}
     model = model or prov.get("model")
     labels = {k: s.label for k, s in ref_case.structures.items()}
+    has_ref = ev.ref_dose_gy is not None
     header = [f"<dt>Case</dt><dd>{name}</dd>", f"<dt>Model</dt><dd>{_e(model or 'unknown')}</dd>",
               f"<dt>Date</dt><dd>{_e(date or _now())}</dd>"]
     if ref_case.max_prescription_gy:
@@ -342,12 +372,12 @@ def case_section(ev: Evaluation, ref_case: Case, model: str | None = None, date:
              f'<p class="warn">{_e(NOT_FOR_CLINICAL_USE)}.</p>',
              f'<ul class="warn">{warnings}</ul>' if warnings else "",
              _images(ev, ref_case),
-             "<h3>Metrics</h3>", _metric_table(ev.metrics),
+             "<h3>Metrics</h3>", _metric_table(ev.metrics) if has_ref else _metric_table_no_reference(ev.metrics),
              "<h3>DVH</h3>", _figure(dvh_figure(ev.ref_dvhs, ev.pred_dvhs, ev.bands, name, labels), "DVH",
-                                     "Reference solid, prediction dashed" + (
+                                     ("Reference solid, prediction dashed" if has_ref else "Prediction") + (
                                          "; the prediction's 90 % band shaded." if ev.bands else ".")),
              "<h3>DVH metrics per structure</h3>", _dvh_metric_table(ev, ref_case),
-             "<h3>Beams</h3>", _beam_table(ref_case),
+             "<h3>Beams</h3>", _beam_table(ref_case, ev.beams),
              "<h3>Dose constraints</h3>", _constraint_table(ev.metrics, ref_case), "</section>"]
     return "\n".join(p for p in parts if p)
 
