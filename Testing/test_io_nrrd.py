@@ -1,5 +1,7 @@
 """NRRD/NIfTI volumes and Slicer segmentations: round trips checked in patient coordinates."""
 
+import json
+
 import nibabel
 import nrrd
 import numpy as np
@@ -10,8 +12,8 @@ from ADDiffDoseLib.case import Role
 from ADDiffDoseLib.errors import ErrorCode, GeometryError, InputError, OutputError
 from ADDiffDoseLib.geometry import Grid
 from ADDiffDoseLib.io import read_case
-from ADDiffDoseLib.io.nrrd import (read_nrrd_case, read_segmentation, read_volume, write_dose_nrrd,
-                                   write_segmentation_nrrd, write_volume_nrrd)
+from ADDiffDoseLib.io.nrrd import (read_addiffdose_fields, read_nrrd_case, read_segmentation, read_volume,
+                                   write_dose_nrrd, write_segmentation_nrrd, write_volume_nrrd)
 from ADDiffDoseLib.io.openkbp import read_openkbp_npz
 
 
@@ -117,6 +119,36 @@ def test_dose_header_has_provenance_and_notice(case, tmp_path):
     write_dose_nrrd(tmp_path / "d.nrrd", case.dose_gy, case.grid, {"model": "m1"})
     _, header = nrrd.read(str(tmp_path / "d.nrrd"))
     assert "NOT FOR CLINICAL USE" in header["ADDiffDose_notice"] and header["ADDiffDose_model"] == "m1"
+
+
+def test_dose_header_keeps_the_beams_for_reports(case, tmp_path):
+    """Structured provenance (the beams) is JSON in the header, so SimpleITK shows it and reports read it back."""
+    import SimpleITK as sitk
+
+    from ADDiffDoseLib.metrics.loading import prediction_beams, prediction_provenance
+
+    beams = [{"gantry_deg": 20.0, "couch_deg": 0.0, "energy_mv": 6.0, "technique": "IMRT"},
+             {"gantry_deg": 340.0, "couch_deg": 10.0, "energy_mv": 10.0, "technique": "IMRT"}]
+    write_dose_nrrd(tmp_path / "d.nrrd", case.dose_gy, case.grid, {"model": "m1", "beams": beams, "seed": 3})
+    fields = read_addiffdose_fields(tmp_path / "d.nrrd")
+    assert fields["beams"] == beams and fields["model"] == "m1" and fields["seed"] == "3"
+    assert prediction_beams(tmp_path / "d.nrrd") == tuple(beams)
+    assert "340" in prediction_provenance(tmp_path / "d.nrrd")["beams"]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(tmp_path / "d.nrrd"))
+    reader.ReadImageInformation()
+    assert json.loads(reader.GetMetaData("ADDiffDose_beams")) == beams
+    # files written before the fields were JSON held the Python repr: still read, and only as literals
+    header = nrrd.read_header(str(tmp_path / "d.nrrd"))
+    header["ADDiffDose_beams"] = repr(beams)
+    header["ADDiffDose_model"] = "[__import__('os')]"
+    nrrd.write(str(tmp_path / "old.nrrd"), case.dose_gy, header, index_order="C")
+    old = read_addiffdose_fields(tmp_path / "old.nrrd")
+    assert old["beams"] == beams and old["model"] == "[__import__('os')]"
+    (tmp_path / "bad.nrrd").write_bytes(b"garbage")
+    with pytest.raises(InputError) as e:
+        read_addiffdose_fields(tmp_path / "bad.nrrd")
+    assert e.value.code == ErrorCode.CORRUPT_FILE and prediction_beams(tmp_path / "bad.nrrd") is None
 
 
 def test_nrrd_errors(tmp_path):

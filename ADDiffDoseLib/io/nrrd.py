@@ -8,6 +8,8 @@ segmentation covers only part of it.
 
 from __future__ import annotations
 
+import ast
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -122,7 +124,8 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, Grid, dict]:
 
 def write_volume_nrrd(path: str | Path, array: np.ndarray, grid: Grid, overwrite: bool = False,
                       header_extra: dict | None = None) -> Path:
-    """Write a (k, j, i) array on `grid` as an LPS NRRD (gzip). header_extra: key -> str fields."""
+    """Write a (k, j, i) array on `grid` as an LPS NRRD (gzip). header_extra: key -> value fields (lists and
+    dicts as JSON, so :func:`read_addiffdose_fields` gives them back as they were)."""
     import nrrd
 
     path = Path(path)
@@ -131,7 +134,8 @@ def write_volume_nrrd(path: str | Path, array: np.ndarray, grid: Grid, overwrite
     header = {"space": "left-posterior-superior", "space directions": m[:3, :3].T, "space origin": m[:3, 3],
               "kinds": ["domain"] * 3, "encoding": "gzip"}
     for key, value in (header_extra or {}).items():
-        header[str(key)] = str(value).replace("\n", " ")
+        text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+        header[str(key)] = text.replace("\n", " ")
     data = np.asarray(array)
     if data.dtype == bool:
         data = data.astype(np.uint8)
@@ -261,6 +265,31 @@ def find_volume_folder_parts(folder: str | Path) -> tuple[Path | None, Path | No
     return (ct[0] if ct else None, segs[0] if segs else None, dose[0] if dose else None)
 
 
+def _field_value(text: str):
+    """A header field as written: JSON lists/dicts decoded (older files: their Python repr), else the text."""
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except ValueError:
+            try:
+                return ast.literal_eval(text)  # literals only: safe on untrusted headers
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                pass
+    return text
+
+
+def read_addiffdose_fields(path: str | Path) -> dict:
+    """The ``ADDiffDose_*`` key-value fields of an NRRD header (prefix dropped, structured values decoded)."""
+    import nrrd
+
+    path = Path(path)
+    try:
+        header = nrrd.read_header(str(path))
+    except Exception as exc:  # pynrrd raises NRRDError and assorted parse errors
+        raise InputError(f"unreadable NRRD header: {exc}", path=path, code=ErrorCode.CORRUPT_FILE) from exc
+    return {k[len("ADDiffDose_"):]: _field_value(str(v)) for k, v in header.items() if k.startswith("ADDiffDose_")}
+
+
 def write_dose_nrrd(path: str | Path, dose_gy: np.ndarray, grid: Grid, provenance: dict | None = None,
                     overwrite: bool = False) -> Path:
     """A dose volume (float32 Gy) with provenance fields, the dose unit (:data:`DOSE_UNIT_FIELD`) and the
@@ -279,4 +308,4 @@ def write_dose_std_nrrd(path: str | Path, std_gy: np.ndarray, grid: Grid, quanti
 
 
 __all__ = ["read_volume", "read_segmentation", "write_volume_nrrd", "write_segmentation_nrrd", "read_nrrd_case",
-           "write_dose_nrrd", "write_dose_std_nrrd", "find_volume_folder_parts"]
+           "write_dose_nrrd", "write_dose_std_nrrd", "find_volume_folder_parts", "read_addiffdose_fields"]

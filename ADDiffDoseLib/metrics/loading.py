@@ -11,7 +11,7 @@ from ..case import Case, Plan
 from ..errors import DoseError, ErrorCode, GeometryError, InputError
 from ..geometry import Grid, resample_to_grid
 from ..io.detect import is_dicom_file, npz_kind, read_case
-from ..io.nrrd import is_segmentation_path, is_volume_path
+from ..io.nrrd import is_segmentation_path, is_volume_path, read_addiffdose_fields
 
 
 def read_any_case(path: str | Path, data_root: str | Path | None = None, fractions: int | None = None) -> Case:
@@ -111,11 +111,6 @@ def read_structures_for_dose(path: str | Path, dose_grid: Grid, dose_case: Case 
     return read_any_case(path, data_root=data_root, fractions=fractions)
 
 
-try:
-    from nrrd.errors import NRRDError as _NRRDError
-except ImportError:  # pragma: no cover - pynrrd without its errors module
-    _NRRDError = ValueError
-
 #: Provenance fields shown in reports, in this order (as written by `predict`).
 PROVENANCE_KEYS = ("model", "model_version", "model_sha256", "family", "seed", "steps", "samples", "beams",
                    "device", "software")
@@ -141,11 +136,8 @@ def _prediction_metadata(path: Path) -> dict:
 
             return read_dose_npz(path)[3]
         if path.is_file() and is_volume_path(path) and path.name.lower().endswith((".nrrd", ".nhdr")):
-            import nrrd
-
-            header = nrrd.read_header(str(path))
-            return {k[len("ADDiffDose_"):]: v for k, v in header.items() if k.startswith("ADDiffDose_")}
-    except (InputError, OSError, ValueError, _NRRDError):
+            return read_addiffdose_fields(path)
+    except (InputError, OSError, ValueError):
         pass  # provenance is informative only: an unreadable header leaves it empty
     return {}
 
