@@ -66,3 +66,28 @@ def test_bad_ensembles_are_refused():
         EnsembleConfig.from_dict({"members": [one, one], "learning_rate": 1})
     cfg = EnsembleConfig.from_dict({"members": [one, one], "coverage_strength": 0.5})
     assert EnsembleConfig.from_dict(cfg.to_dict()) == dataclasses.replace(cfg)
+
+
+def test_make_ensemble_script_neutralises_member_priors(case, tmp_path):
+    """scripts/make_ensemble.py: one file whose members average the flip and leave the priors to the ensemble."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "make_ensemble.py"
+    spec = importlib.util.spec_from_file_location("make_ensemble", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    a, b = _members()
+    a.config = dataclasses.replace(a.config, tta_flip=False, coverage_strength=0.6, oar_scales={"SpinalCord": 0.9})
+    paths = [save_checkpoint(m, tmp_path / n, {"seed": i}) for i, (n, m) in enumerate((("a", a), ("b", b)))]
+    assert script.main([str(p) for p in paths] + ["-o", str(tmp_path / "ens")]) == 0
+    ens = load_checkpoint(tmp_path / "ens.safetensors")
+    assert ens.family == "ensemble" and len(ens.members) == 2
+    for member in ens.members:
+        assert member.config.tta_flip and member.config.coverage_strength == 0 and member.config.oar_scales == {}
+    assert [m["record"]["seed"] for m in ens.record["members"]] == [0, 1]
+    plain_a = dataclasses.replace(a.config, tta_flip=True, coverage_strength=0.0, oar_scales={})
+    a.config = plain_a
+    da, db = (predict_case(case, m, device="cpu", coverage_prior=False, oar_prior=False).dose_gy for m in (a, b))
+    np.testing.assert_allclose(predict_case(case, ens, device="cpu").dose_gy, (da + db) / 2, atol=2e-3)
+    assert script.main([str(p) for p in paths] + ["-o", str(tmp_path / "ens")]) == 2  # never overwrites
