@@ -33,6 +33,8 @@ _TAG_ORIGINAL = "ADDiffDose.OriginalName"
 #: Key-value field (``ADDiffDose_DoseUnit:=Gy``) holding the dose unit. NRRD's own ``units`` field is one unit per
 #: space axis (mm), not the unit of the values; writing "Gy" there makes ITK / Slicer refuse the file.
 DOSE_UNIT_FIELD = "ADDiffDose_DoseUnit"
+#: Prefix of our key-value fields (provenance, notice) in dose headers.
+FIELD_PREFIX = "ADDiffDose_"
 
 
 def _suffix(path: Path) -> str:
@@ -287,7 +289,7 @@ def read_addiffdose_fields(path: str | Path) -> dict:
         header = nrrd.read_header(str(path))
     except Exception as exc:  # pynrrd raises NRRDError and assorted parse errors
         raise InputError(f"unreadable NRRD header: {exc}", path=path, code=ErrorCode.CORRUPT_FILE) from exc
-    return {k[len("ADDiffDose_"):]: _field_value(str(v)) for k, v in header.items() if k.startswith("ADDiffDose_")}
+    return {k[len(FIELD_PREFIX):]: _field_value(str(v)) for k, v in header.items() if k.startswith(FIELD_PREFIX)}
 
 
 def write_dose_nrrd(path: str | Path, dose_gy: np.ndarray, grid: Grid, provenance: dict | None = None,
@@ -296,7 +298,7 @@ def write_dose_nrrd(path: str | Path, dose_gy: np.ndarray, grid: Grid, provenanc
     not-for-clinical-use notice in the header (all key-value fields, which ITK and Slicer keep as metadata)."""
     extra = {DOSE_UNIT_FIELD: "Gy", "ADDiffDose_notice": NOT_FOR_CLINICAL_USE}
     for key, value in (provenance or {}).items():
-        extra[f"ADDiffDose_{key}"] = value
+        extra[f"{FIELD_PREFIX}{key}"] = value
     return write_volume_nrrd(path, np.asarray(dose_gy, dtype=np.float32), grid, overwrite, extra)
 
 
