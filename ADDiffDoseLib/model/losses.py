@@ -97,3 +97,48 @@ def check_limits(limits) -> None:
         if organ not in OAR_ORDER or metric not in OAR_METRICS or not float(limit) > 0:
             raise ModelError(f"bad OAR limit {tuple(entry)!r}: organ in {OAR_ORDER}, metric in {OAR_METRICS}, "
                              "limit > 0 Gy", code=ErrorCode.INVALID_CONFIG)
+
+
+def target_levels(rx_gy: torch.Tensor, min_voxels: int = 8) -> list[float]:
+    """Prescription levels (Gy) of one case's (pooled) prescription map. A 2x-pooled boundary voxel mixes a
+    level with zero (L x k/8) or with another level; such values are rarer than a level's interior, so a level
+    is a value held by at least max(min_voxels, 5 % of the target voxels) that is not L x k/8 of a higher level."""
+    inside = rx_gy[rx_gy > 0]
+    values, counts = torch.unique(inside, return_counts=True)
+    enough = max(min_voxels, int(0.05 * inside.numel()))
+    candidates = sorted((float(v) for v, c in zip(values, counts) if int(c) >= enough), reverse=True)
+    levels: list[float] = []
+    for v in candidates:
+        if not any(abs(v - higher * k / 8) < 1e-3 for higher in levels for k in range(1, 8)):
+            levels.append(v)
+    return levels
+
+
+def structure_masks(channels: torch.Tensor, min_voxels: int = 8) -> list[torch.Tensor]:
+    """Bool masks (D, H, W) of one case's structures from its (12, D, H, W) channels: each target level
+    (target_levels; a boundary voxel that mixes levels belongs to none) and each present OAR (mask > 0.5)."""
+    rx_gy = channels[RX_CHANNEL].float() * DOSE_SCALE_GY
+    masks = [(rx_gy - level).abs() < 1e-3 for level in target_levels(rx_gy, min_voxels)]
+    for k in range(len(OAR_ORDER)):
+        mask = channels[OAR_CHANNEL0 + k] > 0.5
+        if int(mask.sum()) >= min_voxels:
+            masks.append(mask)
+    return masks
+
+
+def dvh_moment_loss(pred: torch.Tensor, ref: torch.Tensor, channels: torch.Tensor,
+                    powers: tuple[float, ...] = (1.0, 2.0, 10.0)) -> torch.Tensor:
+    """(B,) per case: the mean over its structures and `powers` p of |M_p(pred) - M_p(ref)|, where
+    M_p = mean(dose^p)^(1/p) over the structure: p = 1 is the mean dose, large p approaches the maximum, so
+    the term pulls the predicted DVH towards the reference one (the moment loss of Jhanwar et al., PMB 2022,
+    with an L1 instead of a squared difference, like the dose loss)."""
+    terms = []
+    for p_case, r_case, ch in zip(pred.float(), ref.float(), channels):
+        masks = structure_masks(ch)
+        diffs = []
+        for mask in masks:
+            pv, rv = p_case[0][mask].clamp(min=0) + 1e-6, r_case[0][mask].clamp(min=0) + 1e-6
+            for p in powers:
+                diffs.append((pv.pow(p).mean().pow(1 / p) - rv.pow(p).mean().pow(1 / p)).abs())
+        terms.append(torch.stack(diffs).mean() if diffs else p_case.sum() * 0.0)
+    return torch.stack(terms)

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import ErrorCode, ModelError
 from .conditioning import N_CHANNELS
+from .losses import dvh_moment_loss
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class UNetConfig:
     # correlation), so that the coarse doses it learns to correct err like an unseen case's do, not like the
     # training cases' (which the coarse net fits better). 0 = the coarse dose as it is.
     refiner_input_noise: float = 0.0
+    # Weight of the DVH moment loss (losses.dvh_moment_loss: per target level and organ, the mean, the
+    # root-mean-square and the 10-norm of the dose against the reference's) beside the voxel L1; 0 = off
+    moment_loss_weight: float = 0.0
     out_channels: int = 1
     # "instance" (whole-volume nets) or "none": the refiner trains on crops and runs on whole volumes, where
     # InstanceNorm statistics would differ (measured: a crop-trained InstanceNorm refiner made the whole-volume
@@ -205,8 +209,14 @@ class UNet3D(nn.Module):
         inside = (err * body).sum() / body.sum().clamp(min=1)
         outside = (err * (1 - body)).sum() / (1 - body).sum().clamp(min=1)
         loss = inside + self.config.outside_body_weight * outside
+        moments = None
+        if self.config.moment_loss_weight > 0 and stage != "refine":
+            moments = dvh_moment_loss(pred, batch["dose"], batch["channels"]).mean()
+            loss = loss + self.config.moment_loss_weight * moments
         # MAE inside the body in Gy: the OpenKBP dose score of this batch
         logs = {"loss": float(loss.detach()), "mae_body_gy": float(inside.detach()) * 70.0}
+        if moments is not None:
+            logs["moment_gy"] = float(moments.detach()) * 70.0
         if scale is not None:  # Laplace NLL of the error given b; the dose is detached so b cannot bend it
             nll = ((err.detach() / scale + torch.log(scale)) * body).sum() / body.sum().clamp(min=1)
             loss = loss + self.config.refiner_scale_weight * nll
