@@ -47,7 +47,9 @@ def input_contract(model) -> dict:
 
 def release(src: Path, name: str, description: str, metrics: dict, version: str) -> ModelEntry:
     model = load_checkpoint(src)
-    record = {**model.record, "released_from": str(src)}
+    record = dict(model.record)
+    if src.resolve().parent != OUT.resolve():  # re-releasing a bundled file keeps where it first came from
+        record["released_from"] = str(src)
     if model.family == "heuristic":
         (OUT / f"{name}.json").write_text(json.dumps({"family": "heuristic", "config": model.config.to_dict(),
                                                       "record": record}, indent=2) + "\n")
